@@ -97,17 +97,18 @@ class Sandbox:
     def info(self) -> dict[str, Any]:
         """The content of sandbox.json."""
         sf, zd = self.credentials["salesforce"], self.credentials["zendesk"]
+        urls = {v: self.urls.get(v, "") for v in VENDORS}
         return {
-            "salesforce": {"instance_url": self.urls["salesforce"], "access_token": sf["access_token"],
-                           "token_url": self.urls["salesforce"] + "/services/oauth2/token",
+            "salesforce": {"instance_url": urls["salesforce"], "access_token": sf["access_token"],
+                           "token_url": urls["salesforce"] + "/services/oauth2/token",
                            "client_id": sf["client_id"], "client_secret": sf["client_secret"],
                            "refresh_token": sf["refresh_token"], "username": sf["username"],
                            "password": sf["password"], "ca_cert": str(self.ca_cert)},
-            "hubspot": {"base_url": self.urls["hubspot"],
+            "hubspot": {"base_url": urls["hubspot"],
                         "access_token": self.credentials["hubspot"]["access_token"]},
-            "zendesk": {"base_url": self.urls["zendesk"], "subdomain": zd["subdomain"],
+            "zendesk": {"base_url": urls["zendesk"], "subdomain": zd["subdomain"],
                         "email": zd["email"], "api_token": zd["api_token"]},
-            "stripe": {"base_url": self.urls["stripe"], "api_key": self.credentials["stripe"]["api_key"]},
+            "stripe": {"base_url": urls["stripe"], "api_key": self.credentials["stripe"]["api_key"]},
             "truth_dir": str(self.directory / "truth"),
             "usage_db": str(self.world.usage_db) if self.world.usage_db else None,
         }
@@ -132,15 +133,16 @@ class Sandbox:
 
 def start(world: World, directory: Path, knobs: dict[str, Knobs] | Knobs | None = None,
           ports: dict[str, int] | None = None,
-          credentials: dict[str, dict[str, str]] | None = None) -> Sandbox:
-    """Start all four emulators in background threads (port 0 picks a free port)."""
+          credentials: dict[str, dict[str, str]] | None = None,
+          vendors: tuple[str, ...] = VENDORS) -> Sandbox:
+    """Start the emulators (all four by default) in background threads; port 0 picks a free port."""
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     sandbox = Sandbox(world, directory, credentials or make_credentials())
     cert, key = make_certificate(directory)
     sandbox.ca_cert = cert
-    for vendor in VENDORS:
+    for vendor in vendors:
         vendor_knobs = knobs.get(vendor, Knobs()) if isinstance(knobs, dict) else Knobs(**vars(knobs or Knobs()))
         app = emulator_class(vendor)(world, sandbox.credentials[vendor], vendor_knobs)
         context = None
