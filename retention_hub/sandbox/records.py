@@ -110,7 +110,7 @@ class IdMint:
         return n
 
     def stripe(self, prefix: str) -> str:
-        return prefix + "_" + "".join(self._rng.choice(_B62) for _ in range(14))
+        return prefix + "_" + _b62(self._rng.getrandbits(83)).rjust(14, "0")[:14]
 
 
 def _b62(n: int) -> str:

@@ -23,6 +23,7 @@ SF_OBJECTS = ("Account", "Contact", "Opportunity", "Case", "User", "Task")
 HS_OBJECTS = ("companies", "contacts", "deals", "tickets", "tasks")
 ZD_OBJECTS = ("organizations", "users", "tickets", "satisfaction_ratings")
 STRIPE_OBJECTS = ("customer", "subscription", "invoice", "product", "price", "billing.meter")
+STRIPE_EVENT_DAYS = 30  # Stripe lists events of the last 30 days only
 STRIPE_EVENT_PREFIX = {"subscription": "customer.subscription"}
 
 # HubSpot v4 default ("HUBSPOT_DEFINED") association type ids, (from, to) -> type id.
@@ -204,7 +205,10 @@ class World:
             self.stripe_event(event_type, rec, previous, at)
         return rec
 
-    def stripe_event(self, event_type: str, obj: dict, previous: dict | None, at: datetime) -> dict:
+    def stripe_event(self, event_type: str, obj: dict, previous: dict | None, at: datetime) -> dict | None:
+        """Record the event Stripe emits; events older than Stripe's 30 days are not kept at all."""
+        if at < self.now() - timedelta(days=STRIPE_EVENT_DAYS):
+            return None
         data: dict[str, Any] = {"object": copy.deepcopy(obj)}
         if previous:
             data["previous_attributes"] = previous

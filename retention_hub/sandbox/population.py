@@ -1,0 +1,173 @@
+"""The latent side of the sandbox world: who the customers really are, how healthy they are day by
+day, when and why they churn, and the generator's own churn probability (the oracle).
+
+Everything here is numpy over all customers at once, deterministic by seed. Day 0 is the first day
+of the 18-month history; day `HISTORY_DAYS` is the world's "now"; `FUTURE_DAYS` more are simulated so
+the world can advance and so outcomes after "now" are known.
+
+The process: each customer has a fit level mu and a daily health h_t = mu + AR(1) noise + shock,
+where a shock is a cause (price, competitor, low adoption, support failures, payment failure, lost
+champion) that starts on an onset day and pulls health down over ~45 days. At every renewal point
+(monthly or annual) the customer churns with probability sigmoid(alpha + beta * h) evaluated two
+weeks before the renewal. Observable signals (usage, tickets, CSAT, payments, seats, contacts) are
+drawn from health and cause with noise in `generator.py`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+HISTORY_DAYS = 548  # 18 months up to "now"
+FUTURE_DAYS = 365
+DECISION_LAG = 14  # the renewal decision uses health two weeks before the renewal date
+PHI, SIGMA_STATIONARY = 0.985, 0.55
+BETA = -1.3  # churn log-odds per unit of health
+ALPHA = {"monthly": -4.3, "annual": -2.1}
+SHOCK_RAMP = 45
+
+CAUSES = ("price", "competitor", "low_adoption", "support", "payment_failure", "lost_champion")
+CAUSE_SHARE = np.array([0.18, 0.14, 0.26, 0.16, 0.12, 0.14])
+# reasons when a customer churns with no active shock: mostly unobservable causes
+BACKGROUND_REASON_SHARE = np.array([0.40, 0.40, 0.12, 0.04, 0.0, 0.04])
+SEGMENTS = ("SMB", "Mid-Market", "Enterprise")
+PLANS = ("Starter", "Growth", "Enterprise")
+PRICE_PER_SEAT = np.array([2_500, 4_000, 6_500])  # minor units (USD cents) per seat per month
+
+
+@dataclass
+class Population:
+    """Latent truth for `n` customers over `days` days (arrays indexed [customer] or [customer, day])."""
+
+    n: int
+    days: int
+    segment: np.ndarray  # 0 SMB, 1 Mid-Market, 2 Enterprise
+    seats: np.ndarray  # seats at start
+    annual: np.ndarray  # bool: annual contract (else monthly)
+    start_day: np.ndarray  # may be negative (customer since before the history window)
+    discount: np.ndarray  # 0..0.3
+    metered: np.ndarray  # bool: has the metered API add-on
+    mu: np.ndarray
+    health: np.ndarray  # float32 [n, days]
+    cause: np.ndarray  # -1 none, else index into CAUSES
+    onset: np.ndarray  # day the cause starts (large if none)
+    churn_day: np.ndarray  # day the subscription ends (large if never within the simulation)
+    churn_reason: np.ndarray  # index into CAUSES, -1 if no churn
+    p_true: np.ndarray  # oracle P(churn within 90 days of now), NaN if not active at now
+    depth: np.ndarray  # how far the cause pulls health down
+    recovers_at: np.ndarray  # day the cause ends (large if never)
+
+    def shock_on(self, d: int) -> np.ndarray:
+        """Health lost to each customer's cause on day d."""
+        return shock(d, self.onset, self.depth, self.recovers_at)
+
+    def active_at(self, day: int) -> np.ndarray:
+        return (self.start_day <= day) & (self.churn_day > day)
+
+    def renewal_days(self, i: int, until: int) -> list[int]:
+        period = 365 if self.annual[i] else 30
+        first = int(self.start_day[i]) + period
+        return list(range(first, until, period))
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def simulate(n: int, seed: int) -> Population:
+    rng = np.random.default_rng([seed, 1])
+    days = HISTORY_DAYS + FUTURE_DAYS
+    segment = rng.choice(3, size=n, p=[0.6, 0.3, 0.1])
+    seat_mu = np.array([2.4, 4.0, 5.8])[segment]
+    seats = np.maximum(3, np.round(np.exp(rng.normal(seat_mu, 0.45)))).astype(np.int64)
+    annual = np.where(segment == 0, rng.random(n) < 0.3, rng.random(n) < 0.95)
+    # 72% were customers before the window opened, the rest joined during it
+    old = rng.random(n) < 0.72
+    start_day = np.where(old, -rng.integers(1, 1500, n), rng.integers(0, HISTORY_DAYS - 20, n))
+    discount = np.where(rng.random(n) < 0.35, rng.choice([0.1, 0.15, 0.2, 0.3], n), 0.0)
+    metered = rng.random(n) < 0.2
+    mu = rng.normal(0.15, 0.55, n) + 0.15 * segment
+
+    has_cause = rng.random(n) < 0.5
+    cause = np.where(has_cause, rng.choice(len(CAUSES), size=n, p=CAUSE_SHARE), -1)
+    onset = np.where(has_cause, rng.integers(-60, days, n), 10**6)
+    depth = rng.uniform(0.8, 2.2, n)
+    recovers_at = np.where(rng.random(n) < 0.3, onset + rng.integers(90, 240, n), 10**6)
+
+    sigma = SIGMA_STATIONARY * np.sqrt(1 - PHI**2)
+    health = np.empty((n, days), dtype=np.float32)
+    h = mu + rng.normal(0, SIGMA_STATIONARY, n)
+    for d in range(days):
+        h = mu + PHI * (h - mu) + rng.normal(0, sigma, n)
+        health[:, d] = h - shock(d, onset, depth, recovers_at)
+
+    churn_day = np.full(n, 10**6, dtype=np.int64)
+    churn_reason = np.full(n, -1, dtype=np.int64)
+    period = np.where(annual, 365, 30)
+    alpha = np.where(annual, ALPHA["annual"], ALPHA["monthly"])
+    j_max = int(((days - start_day) // period).max()) + 1
+    u = rng.random((n, j_max + 1))
+    alive = np.ones(n, dtype=bool)
+    for j in range(1, j_max + 1):  # j-th renewal since the start; those before day 0 were survived
+        r = start_day + j * period
+        idx = np.nonzero(alive & (r >= 0) & (r < days))[0]
+        if idx.size == 0:
+            continue
+        hd = health[idx, np.clip(r[idx] - DECISION_LAG, 0, days - 1)]
+        churned = u[idx, j] < sigmoid(alpha[idx] + BETA * hd)
+        ci = idx[churned]
+        churn_day[ci] = r[ci]
+        alive[ci] = False
+    shock_active = (cause >= 0) & (onset <= churn_day) & (recovers_at > churn_day)
+    background = rng.choice(len(CAUSES), size=n, p=BACKGROUND_REASON_SHARE)
+    churned_any = churn_day < 10**6
+    churn_reason[churned_any] = np.where(shock_active, cause, background)[churned_any]
+
+    pop = Population(n, days, segment, seats, annual, start_day, discount, metered, mu, health, cause,
+                     onset, churn_day, churn_reason, np.full(n, np.nan), depth, recovers_at)
+    pop.p_true = oracle_probability(pop, HISTORY_DAYS, depth, recovers_at)
+    return pop
+
+
+def shock(d: int | np.ndarray, onset: np.ndarray, depth: np.ndarray, recovers_at: np.ndarray) -> np.ndarray:
+    """Health lost to the customer's cause on day d: ramps in over SHOCK_RAMP days, ends on recovery."""
+    ramp = np.clip((d - onset) / SHOCK_RAMP, 0.0, 1.0)
+    return np.where(d >= recovers_at, 0.0, depth * ramp)
+
+
+def oracle_probability(pop: Population, now: int, depth: np.ndarray, recovers_at: np.ndarray,
+                       horizon: int = 90) -> np.ndarray:
+    """P(churn within `horizon` days after `now`) from everything latent that is known at `now`.
+
+    Future health is the AR(1) expectation from today's value (shocks already begun continue on
+    their known ramp; shocks not yet begun are unknown); its spread widens with the lead time and is
+    folded into the logistic through the probit approximation.
+    """
+    n = pop.n
+    p_true = np.full(n, np.nan)
+    active = pop.active_at(now)
+    period = np.where(pop.annual, 365, 30)
+    alpha = np.where(pop.annual, ALPHA["annual"], ALPHA["monthly"])
+    known_onset = pop.onset <= now
+    shock_now = np.where(known_onset, shock(now, pop.onset, depth, recovers_at), 0.0)
+    h_now = pop.health[:, now].astype(np.float64)
+    base_now = h_now + shock_now  # health without the shock: mean-reverts to mu
+    survive = np.ones(n)
+    k = np.floor((now - pop.start_day) / period).astype(np.int64) + 1
+    for _ in range(horizon // 30 + 2):
+        r = pop.start_day + k * period
+        inside = active & (r > now) & (r <= now + horizon)
+        t = r - DECISION_LAG
+        lead = np.maximum(0, t - now)
+        mean = pop.mu + PHI**lead * (base_now - pop.mu)
+        mean = mean - np.where(known_onset, shock(t, pop.onset, depth, recovers_at), 0.0)
+        var = SIGMA_STATIONARY**2 * (1 - PHI ** (2 * lead))
+        past = lead == 0
+        known_h = pop.health[np.arange(n), np.clip(t, 0, pop.days - 1)]
+        mean = np.where(past, known_h, mean)
+        logit = alpha + BETA * mean
+        p = sigmoid(logit / np.sqrt(1 + np.pi * BETA**2 * var / 8))
+        survive = np.where(inside, survive * (1 - p), survive)
+        k = k + 1
+    p_true[active] = 1 - survive[active]
+    return p_true
