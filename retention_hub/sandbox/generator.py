@@ -9,18 +9,16 @@ Every random draw happens while the timeline is built, so applying it is determi
 """
 from __future__ import annotations
 
-import csv
 import heapq
 import math
 import random
-import sqlite3
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import numpy as np
 
-from . import names
+from . import names, truth, warehouse
 from .population import CAUSES, HISTORY_DAYS, PLANS, PRICE_PER_SEAT, SEGMENTS, Population, simulate, sigmoid
 from .records import sf_date, unix
 from .world import World, hubspot_date_value
@@ -100,7 +98,6 @@ class Builder:
         self.applied = 0
         self.children: dict[int, list[int]] = {}
         self.usage_day = 0
-        self.db: sqlite3.Connection | None = None
         self.customers: list[Customer] = []
         self.csm_sf: list[str] = []
         self.csm_hs: list[str] = []
@@ -119,14 +116,26 @@ class Builder:
     def build(self) -> None:
         self.make_staff_and_catalog()
         self.make_customers()
-        self.make_timeline()
+        writer = None
         if self.dir:
             self.dir.mkdir(parents=True, exist_ok=True)
-            self.open_warehouse(self.dir / "warehouse.db")
+            path = self.dir / "warehouse.db"
+            warehouse.create(path, [(c.workspace, c.base, c.domain, c.stripe_id,
+                                     self.at(float(self.pop.start_day[i])).isoformat())
+                                    for i, c in enumerate(self.customers)])
+            self.world.usage_db = path
+            writer = warehouse.write_in_background(path, self.pop, self.world.seed, self.world.anchor,
+                                                   [c.workspace for c in self.customers], HISTORY_DAYS)
+        self.make_timeline()
+        self.usage_day = HISTORY_DAYS if writer else 0  # the background process writes the history
+        self.write_meter(0, HISTORY_DAYS)
         self.play(self.world.anchor)
         self.world.play_until = lambda world, t: self.play(t)
-        if self.dir:
-            self.write_truth(self.dir / "truth")
+        if writer:
+            writer.join()
+            if writer.exitcode != 0:
+                raise RuntimeError(f"writing the usage warehouse failed (exit code {writer.exitcode})")
+            truth.write(self.dir / "truth", self.pop, self.customers, self.at, self.mrr)
 
     def play(self, until: datetime) -> None:
         """Apply every event up to `until` and write usage for every complete day before it."""
@@ -233,6 +242,9 @@ class Builder:
                 if rng.random() < 0.6:
                     c.domain = parent.domain
         for c in self.customers:
+            c.workspace = f"ws_{int(c.key[1:]):06d}{rng.randrange(16**4):04x}"
+            if c.in_stripe:  # minted up front: the warehouse records it before the records exist
+                c.stripe_id = self.world.ids.stripe("cus")
             for _ in range(min(8, 2 + c.seats // 15)):
                 first, last = names.person(rng)
                 c.contacts.append(Contact(first, last, names.email_for(first, last, c.domain, rng),
@@ -309,7 +321,7 @@ class Builder:
 
     def add_activity(self, i: int, b0: int, b1: int, h: float) -> None:
         seg = int(self.pop.segment[i])
-        rate = (0.3, 0.7, 1.8)[seg] * (1.4 if h < -0.5 else 1.0) * (b1 - b0) / 30
+        rate = (0.15, 0.4, 1.0)[seg] * (1.4 if h < -0.5 else 1.0) * (b1 - b0) / 30
         for _ in range(int(self.np_rng.poisson(rate))):
             self.add(self.rng.uniform(b0, b1), "activity", i, {
                 "kind": self.rng.choice(("Call", "Email", "Task")),
@@ -355,12 +367,11 @@ class Builder:
             billing = rng.random()
             email = (f"billing@{c.domain}" if billing < 0.5 else c.contacts[0].email if billing < 0.8
                      else names.email_for(*names.person(rng), c.domain, rng, free_mail_rate=1.0))
-            cust = w.stripe_put("customer", {
-                "email": email, "name": None if rng.random() < 0.12 else names.variant(c.base, c.country, rng, "billing"),
+            w.stripe_put("customer", {
+                "id": c.stripe_id, "email": email, "name": None if rng.random() < 0.12 else names.variant(c.base, c.country, rng, "billing"),
                 "description": None, "metadata": {}, "currency": "usd", "delinquent": False, "balance": 0,
                 "address": {"country": c.country, "city": None, "line1": None, "line2": None,
                             "postal_code": None, "state": None}}, at=t)
-            c.stripe_id = cust["id"]
             price = self.prices[(seg, bool(self.pop.annual[i]))]
             discount = self.pop.discount[i]
             sub = {"customer": c.stripe_id, "status": "active", "start_date": unix(t), "cancel_at": None,
@@ -418,10 +429,6 @@ class Builder:
                 "group_id": None, "shared_tickets": False, "shared_comments": False,
                 "organization_fields": {}}, at=t)
             c.zd_org = org["id"]
-        c.workspace = f"ws_{int(c.key[1:]):06d}{rng.randrange(16**4):04x}"
-        if self.db is not None:
-            self.db.execute("INSERT INTO workspaces VALUES (?,?,?,?,?)",
-                            (c.workspace, c.base, c.domain, c.stripe_id, t.isoformat()))
         self.link_parent(c, i)
 
     def link_parent(self, c: Customer, i: int) -> None:
@@ -661,88 +668,22 @@ class Builder:
         for comp in c.hs_ids:
             w.hs_put("companies", {"lifecyclestage": "other"}, comp, at=t)
 
-    # -- warehouse -----------------------------------------------------------------------------
-    def open_warehouse(self, path: Path) -> None:
-        if path.exists():
-            path.unlink()
-        self.db = sqlite3.connect(path, check_same_thread=False)
-        self.db.executescript("""
-            PRAGMA journal_mode = WAL;
-            PRAGMA synchronous = OFF;
-            CREATE TABLE workspaces (workspace_id TEXT PRIMARY KEY, name TEXT, domain TEXT,
-                                     stripe_customer_id TEXT, created_at TEXT);
-            CREATE TABLE usage_daily (workspace_id TEXT NOT NULL, day TEXT NOT NULL, active_users INTEGER,
-                                      sessions INTEGER, events INTEGER, features_used INTEGER);
-        """)
-        self.world.usage_db = path
-
+    # -- usage ---------------------------------------------------------------------------------
     def write_usage(self, until_day: int) -> None:
-        """Usage rows for every complete day before `until_day` (day index), for active customers."""
-        pop = self.pop
-        weights = np.array([1.0 if CAUSES[k] in ("low_adoption", "lost_champion") else
-                            0.5 if CAUSES[k] == "competitor" else 0.15 for k in range(len(CAUSES))])
-        usage_weight = np.where(pop.cause >= 0, weights[np.maximum(pop.cause, 0)], 0.0)
-        first = max(self.usage_day, 0)
-        for d in range(first, min(until_day, pop.days)):
-            active = np.nonzero((pop.start_day <= d) & (pop.churn_day > d))[0]
-            rng = np.random.default_rng([self.world.seed, 3, d])
-            # usage sees the cause's shock only as far as the cause is about usage
-            hu = pop.health[active, d] + pop.shock_on(d)[active] * (1 - usage_weight[active])
-            weekday = 0.35 if self.at(d).weekday() >= 5 else 1.0
-            seats = pop.seats[active]
-            share = sigmoid(0.4 + 1.2 * hu) * weekday * rng.lognormal(0, 0.15, active.size)
-            users = np.minimum(seats, np.round(seats * np.clip(share, 0, 1))).astype(np.int64)
-            sessions = rng.poisson(users * 2.5)
-            events = rng.poisson(sessions * 22.0)
-            features = np.clip(np.round(3 + 7 * sigmoid(hu) + rng.normal(0, 1, active.size)), 0, 12).astype(np.int64)
-            if self.db is not None:
-                day = self.at(d).strftime("%Y-%m-%d")
-                self.db.executemany("INSERT INTO usage_daily VALUES (?,?,?,?,?,?)", zip(
-                    (self.customers[k].workspace for k in active), [day] * active.size, users.tolist(),
-                    sessions.tolist(), events.tolist(), features.tolist()))
-            if d >= HISTORY_DAYS - METER_DAYS:
-                start = unix(self.at(d))
-                for k, calls in zip(active.tolist(), (users * 40).tolist()):
-                    c = self.customers[k]
-                    if pop.metered[k] and c.stripe_id:
-                        self.world.stripe_meter_usage[self.meter_id][c.stripe_id][start] = float(calls)
-        if self.db is not None:
-            # the index is built once after the bulk load: far faster than maintaining it row by row
-            self.db.execute("CREATE INDEX IF NOT EXISTS usage_daily_day ON usage_daily (day, workspace_id)")
-            self.db.commit()
+        """Usage for every complete day before `until_day`: warehouse rows and Stripe meter sums."""
+        first = self.usage_day
+        if self.dir and until_day > first:
+            warehouse.write_days(self.dir / "warehouse.db", self.pop, self.world.seed, self.world.anchor,
+                                 [c.workspace for c in self.customers], first, until_day)
+        self.write_meter(first, until_day)
         self.usage_day = max(self.usage_day, until_day)
 
-    # -- ground truth --------------------------------------------------------------------------
-    def write_truth(self, directory: Path) -> None:
-        directory.mkdir(parents=True, exist_ok=True)
-        pop, now = self.pop, HISTORY_DAYS
-        with open(directory / "identity.csv", "w", newline="") as f:
-            out = csv.writer(f)
-            out.writerow(["customer_key", "source", "source_id"])
-            for c in self.customers:
-                rows = [("salesforce", x) for x in c.sf_ids] + [("hubspot", x) for x in c.hs_ids]
-                rows += [("zendesk", c.zd_org)] if c.zd_org is not None else []
-                rows += [("stripe", c.stripe_id)] if c.stripe_id else []
-                out.writerows((c.key, s, x) for s, x in rows)
-        with open(directory / "outcomes.csv", "w", newline="") as f:
-            out = csv.writer(f)
-            out.writerow(["customer_key", "churns_90d", "churn_date", "reason", "arr_minor", "p_true"])
-            for i, c in enumerate(self.customers):
-                if not (pop.start_day[i] <= now < pop.churn_day[i]):
-                    continue
-                churns = pop.churn_day[i] <= now + 90
-                out.writerow([c.key, int(churns), sf_date(self.at(pop.churn_day[i])) if churns else "",
-                              CAUSES[pop.churn_reason[i]] if churns else "", self.mrr(i, c) * 12,
-                              f"{pop.p_true[i]:.6f}"])
-        with open(directory / "customers.csv", "w", newline="") as f:
-            out = csv.writer(f)
-            out.writerow(["customer_key", "name", "domain", "country", "segment", "parent_key", "plan",
-                          "billing", "start_date", "churn_date", "churn_reason", "workspace_id"])
-            for i, c in enumerate(self.customers):
-                churned = pop.churn_day[i] < pop.days
-                out.writerow([c.key, c.base, c.domain, c.country, SEGMENTS[pop.segment[i]],
-                              self.customers[c.parent].key if c.parent is not None else "",
-                              PLANS[pop.segment[i]], "annual" if pop.annual[i] else "monthly",
-                              sf_date(self.at(pop.start_day[i])),
-                              sf_date(self.at(pop.churn_day[i])) if churned else "",
-                              CAUSES[pop.churn_reason[i]] if churned else "", c.workspace])
+    def write_meter(self, first: int, until_day: int) -> None:
+        """Daily API-call sums for metered customers (Stripe keeps the recent months)."""
+        for d in range(max(first, HISTORY_DAYS - METER_DAYS), min(until_day, self.pop.days)):
+            active, users, *_ = warehouse.day_usage(self.pop, self.world.seed, self.world.anchor, d)
+            start = unix(self.at(d))
+            for k, calls in zip(active.tolist(), (users * 40).tolist()):
+                c = self.customers[k]
+                if self.pop.metered[k] and c.stripe_id:
+                    self.world.stripe_meter_usage[self.meter_id][c.stripe_id][start] = float(calls)

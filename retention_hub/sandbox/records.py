@@ -24,11 +24,14 @@ _B62 = string.digits + string.ascii_letters
 
 def utc(dt: datetime) -> datetime:
     """Return ``dt`` as an aware UTC datetime (naive values are taken to be UTC)."""
+    if dt.tzinfo is timezone.utc:
+        return dt
     return dt.replace(tzinfo=timezone.utc) if dt.tzinfo is None else dt.astimezone(timezone.utc)
 
 
 def sf_time(dt: datetime) -> str:
-    return utc(dt).strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc(dt).microsecond // 1000:03d}+0000"
+    # isoformat is implemented in C and several times faster than strftime on the generator's hot path
+    return utc(dt).replace(tzinfo=None).isoformat(timespec="milliseconds") + "+0000"
 
 
 def sf_date(d: date | datetime) -> str:
@@ -36,7 +39,7 @@ def sf_date(d: date | datetime) -> str:
 
 
 def hs_time(dt: datetime) -> str:
-    return utc(dt).strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc(dt).microsecond // 1000:03d}Z"
+    return utc(dt).replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"
 
 
 def hs_millis(dt: datetime) -> str:
@@ -45,7 +48,7 @@ def hs_millis(dt: datetime) -> str:
 
 
 def zd_time(dt: datetime) -> str:
-    return utc(dt).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return utc(dt).replace(tzinfo=None).isoformat(timespec="seconds") + "Z"
 
 
 def unix(dt: datetime) -> int:

@@ -189,6 +189,7 @@ class World:
         at = at or self.now()
         table = self.stripe.setdefault(kind, {})
         rec = table.get(obj.get("id")) if obj.get("id") else None
+        keep_event = at >= self.now() - timedelta(days=STRIPE_EVENT_DAYS)
         previous: dict[str, Any] = {}
         if rec is None:
             prefix = {"customer": "cus", "subscription": "sub", "invoice": "in", "product": "prod",
@@ -198,10 +199,11 @@ class World:
             table[rec["id"]] = rec
             event_type = event_type or f"{STRIPE_EVENT_PREFIX.get(kind, kind)}.created"
         else:
-            previous = {k: copy.deepcopy(rec.get(k)) for k, v in obj.items() if rec.get(k) != v}
+            if keep_event:  # the diff is only needed for the event's previous_attributes
+                previous = {k: copy.deepcopy(rec.get(k)) for k, v in obj.items() if rec.get(k) != v}
             event_type = event_type or f"{STRIPE_EVENT_PREFIX.get(kind, kind)}.updated"
         rec.update({k: v for k, v in obj.items() if k != "id"})
-        if event_type and (previous or event_type.endswith(".created") or not event_type.endswith(".updated")):
+        if keep_event and (previous or not event_type.endswith(".updated")):
             self.stripe_event(event_type, rec, previous, at)
         return rec
 
