@@ -83,3 +83,19 @@ def describe(sandbox: Sandbox) -> dict[str, Any]:
                       "sandbox_json": str(sandbox.directory / "sandbox.json"),
                       "truth": str(sandbox.directory / "truth"),
                       "usage_db": str(sandbox.world.usage_db)}}
+
+
+def serve_until_stopped(sandbox: Sandbox) -> None:
+    """Block until SIGINT or SIGTERM, then stop the emulators."""
+    import signal
+    import threading
+
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        while not stop.wait(0.5):
+            pass
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        sandbox.stop()

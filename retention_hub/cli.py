@@ -1,0 +1,206 @@
+"""`rhub`, the one entry point. One function per command; long commands live in their own modules.
+
+Expected problems (a bad config, a store from a newer version) exit with status 2 and a one-line
+message per problem on stderr, never a traceback: `RhubGroup.invoke` catches them for every command.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import click
+
+from . import __version__
+from .config import ConfigError, HubConfig, load_config, render_template
+from .log import setup_logging
+from .sync.store import StoreError
+
+DEFAULT_CONFIG = "hub.yaml"
+EXIT_USAGE = 2  # configuration and usage problems, as click uses for bad options
+
+
+class RhubGroup(click.Group):
+    """A click group that turns ConfigError/StoreError from any command into exit 2."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (ConfigError, StoreError) as exc:
+            click.echo(f"error: {exc}" if "\n" not in str(exc) else f"error:\n{exc}", err=True)
+            ctx.exit(EXIT_USAGE)
+
+
+def config_option(func: Any) -> Any:
+    """`--config/-c PATH` (default hub.yaml, or $RHUB_CONFIG) for commands that read the config."""
+    return click.option("--config", "-c", "config_path", default=DEFAULT_CONFIG, envvar="RHUB_CONFIG",
+                        show_default=True, type=click.Path(dir_okay=False, path_type=Path),
+                        help="The hub configuration file.")(func)
+
+
+@click.group(cls=RhubGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="rhub")
+@click.option("--log-json", is_flag=True, help="Log JSON lines on stderr (for log shippers).")
+@click.option("--verbose", "-v", is_flag=True, help="Log debug detail.")
+@click.pass_context
+def main(ctx: click.Context, log_json: bool, verbose: bool) -> None:
+    """Retention Hub: sync CRM, support, billing and usage data; score churn risk; write back to the CRM."""
+    setup_logging(json=log_json, level=logging.DEBUG if verbose else logging.INFO)
+    ctx.obj = {"log_json": log_json, "verbose": verbose}
+
+
+@main.command()
+@click.option("--out", "-o", default=DEFAULT_CONFIG, show_default=True,
+              type=click.Path(dir_okay=False, path_type=Path), help="Where to write the template.")
+@click.option("--force", is_flag=True, help="Overwrite an existing file.")
+def init(out: Path, force: bool) -> None:
+    """Write a commented hub.yaml template to start from."""
+    if out.exists() and not force:
+        click.echo(f"error: {out} already exists; use --force to overwrite it", err=True)
+        raise click.exceptions.Exit(EXIT_USAGE)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(render_template(), encoding="utf-8")
+    click.echo(f"Wrote {out}. Set the environment variables it references (or an env_file), "
+               f"edit it, then run: rhub validate --config {out}")
+
+
+@main.command()
+@config_option
+def validate(config_path: Path) -> None:
+    """Check the configuration and summarise it (secrets are never shown)."""
+    config = load_config(config_path)
+    click.echo(f"{config_path}: valid")
+    for label, text in summarize(config):
+        click.echo(f"  {label:<10} {text}")
+
+
+def summarize(config: HubConfig) -> list[tuple[str, str]]:
+    """(label, text) lines describing what `config` sets up, without any secret value."""
+    out = [("store", config.store.safe_url)]
+    sources = config.sources
+    described = []
+    if sources.salesforce:
+        auth = sources.salesforce.auth
+        how = "access token" if auth.access_token else f"OAuth {auth.grant}"
+        described.append(("salesforce", f"{sources.salesforce.instance_url}, {how}, API "
+                                        f"v{sources.salesforce.api_version}"))
+    if sources.hubspot:
+        described.append(("hubspot", f"{sources.hubspot.base_url}, access token"))
+    if sources.zendesk:
+        described.append(("zendesk", f"{sources.zendesk.url} as {sources.zendesk.email}, API token"))
+    if sources.stripe:
+        described.append(("stripe", f"{sources.stripe.base_url}, API key"))
+    if sources.usage:
+        usage = sources.usage
+        where = str(usage.path) if usage.path else "database URL"
+        described.append(("usage", f"{usage.kind} {where}, table {usage.table}"))
+    enabled = sources.enabled()
+    for name, text in described:
+        out.append(("source", f"{name}: {text}" + ("" if name in enabled else " (disabled)")))
+    for name in ("salesforce", "hubspot"):
+        target = getattr(config.targets, name)
+        if target is not None:
+            tasks = f"tasks by {target.tasks.owner}" if target.tasks.enabled else "no tasks"
+            state = "" if target.enabled else " (disabled)"
+            out.append(("target", f"{name}: {len(target.field_mappings)} fields, conflict policy "
+                                  f"{target.conflict_policy}, {tasks}{state}"))
+    if config.targets.salesforce is None and config.targets.hubspot is None:
+        out.append(("target", "none (scores are computed but not written back)"))
+    scoring = config.scoring
+    cards = ", ".join(f"{c.name} ({len(c.components)} components"
+                      + (f", {c.segment.field} in {c.segment.values}" if c.segment else "") + ")"
+                      for c in scoring.scorecards)
+    out.append(("scoring", f"horizon {scoring.horizon_days} days, green >= {scoring.tiers.green:g}, "
+                           f"yellow >= {scoring.tiers.yellow:g}; scorecards: {cards}"))
+    out.append(("playbooks", ", ".join(p.name for p in config.playbooks) or "none"))
+    jobs = config.schedules.jobs()
+    out.append(("schedules", "; ".join(
+        f"{name} " + (f"every {s.interval_minutes} min" if s.interval_minutes else f"'{s.cron}'")
+        for name, s in jobs.items()) + f" ({config.schedules.timezone})" if jobs else "none"))
+    identity = config.identity
+    out.append(("identity", f"auto-accept >= {identity.auto_accept:g}, review >= {identity.review_threshold:g}"
+                            + (f", overrides {identity.overrides_file}" if identity.overrides_file else "")))
+    return out
+
+
+@main.group()
+def sandbox() -> None:
+    """Local emulators of Salesforce, HubSpot, Zendesk and Stripe with a synthetic customer base."""
+
+
+def _knob_options(func: Any) -> Any:
+    for name, kind, text in reversed([
+        ("latency-ms", float, "Added latency per request."),
+        ("rate-limits", click.Choice(["off", "real"]), "Enforce each vendor's documented rate limits."),
+        ("error-rate", float, "Share of requests answered with a 5xx."),
+        ("throttle-rate", float, "Share of requests answered with the vendor's 429."),
+        ("timeout-rate", float, "Share of requests that hang for --timeout-seconds."),
+        ("drop-rate", float, "Share of requests whose connection is dropped."),
+        ("timeout-seconds", float, "How long a timed-out request hangs."),
+    ]):
+        func = click.option(f"--{name}", name.replace("-", "_"), type=kind, default=None, help=text)(func)
+    return func
+
+
+@sandbox.command("up")
+@click.option("--accounts", default=2000, show_default=True, type=click.IntRange(10, 100_000),
+              help="How many customers the world has.")
+@click.option("--seed", default=7, show_default=True, type=int, help="Same seed, same world.")
+@click.option("--dir", "directory", default="sandbox-data", show_default=True,
+              type=click.Path(file_okay=False, path_type=Path), help="Where hub.yaml, sandbox.json and truth/ go.")
+@click.option("--port-base", type=click.IntRange(1024, 65000), default=None,
+              help="Serve Salesforce, HubSpot, Zendesk, Stripe on this port and the next three (default: free ports).")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@_knob_options
+def sandbox_up(accounts: int, seed: int, directory: Path, port_base: int | None, as_json: bool,
+               **knob_values: Any) -> None:
+    """Generate the world, serve the four emulators on 127.0.0.1 until Ctrl-C."""
+    import json
+
+    from .sandbox.runner import describe, serve_until_stopped, start_sandbox
+    from .sandbox.server import VENDORS
+    from .sandbox.world import Knobs
+
+    knobs = Knobs()
+    knobs.update({k: v for k, v in knob_values.items() if v is not None})
+    ports = {v: port_base + i for i, v in enumerate(VENDORS)} if port_base else None
+    try:
+        running = start_sandbox(directory, accounts=accounts, seed=seed, knobs=knobs, ports=ports)
+    except OSError as exc:
+        raise click.ClickException(f"could not start the sandbox: {exc}") from None
+    info = describe(running)
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+    else:
+        truth = info["truth"]
+        for vendor, url in running.urls.items():
+            counts = ", ".join(f"{n:,} {k}" for k, n in info["records"][vendor].items() if n)
+            click.echo(f"{vendor:<10} {url}  ({counts})")
+        click.echo(f"truth      {truth['customers']:,} customers, {truth['active_now']:,} active, "
+                   f"{truth['churn_90d']} churn within 90 days, monthly logo churn "
+                   f"{truth['monthly_logo_churn']:.2%}, oracle ROC AUC {truth['oracle_auc']:.3f}")
+        for label, path in info["files"].items():
+            click.echo(f"{label:<10} {path}")
+        click.echo("Serving on 127.0.0.1; Ctrl-C stops.")
+    serve_until_stopped(running)
+
+
+@main.command()
+@click.option("--accounts", default=2000, show_default=True, type=click.IntRange(10, 100_000))
+@click.option("--seed", default=7, show_default=True, type=int)
+@click.option("--dir", "directory", default="demo", show_default=True,
+              type=click.Path(file_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON at the end.")
+def demo(accounts: int, seed: int, directory: Path, as_json: bool) -> None:
+    """Start the sandbox, run the pipeline against it, and show what happened."""
+    import json
+
+    from .demo import run_demo
+
+    summary = run_demo(directory.resolve(), accounts, seed, say=click.echo if not as_json else lambda _: None)
+    if as_json:
+        click.echo(json.dumps(summary, indent=2, default=str))
+
+
+if __name__ == "__main__":  # pragma: no cover - `python -m retention_hub.cli`
+    main()
