@@ -121,7 +121,7 @@ def test_rhub_demo_runs_the_pipeline_that_exists(tmp_path: Path) -> None:
 
     result = CliRunner().invoke(main, ["demo", "--accounts", "120", "--dir", str(tmp_path / "demo")])
     assert result.exit_code == 0, result.output
-    for expected in ("oracle", "valid", "schema version", "salesforce", "hubspot", "zendesk", "stripe",
+    for expected in ("ROC AUC", "valid", "schema version", "salesforce", "hubspot", "zendesk", "stripe",
                      "API calls made"):
         assert expected in result.output
     from retention_hub.sync.store import Store
