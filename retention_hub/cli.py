@@ -161,6 +161,11 @@ def sandbox_up(accounts: int, seed: int, directory: Path, port_base: int | None,
     from .sandbox.server import VENDORS
     from .sandbox.world import Knobs
 
+    import signal
+    import sys
+
+    # a SIGTERM while the world is still being generated ends the command cleanly too
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     knobs = Knobs()
     knobs.update({k: v for k, v in knob_values.items() if v is not None})
     ports = {v: port_base + i for i, v in enumerate(VENDORS)} if port_base else None
