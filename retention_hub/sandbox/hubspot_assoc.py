@@ -210,7 +210,8 @@ class AssociationHandlers(HubSpotBase):
         self.unassociate(from_type, from_id, to_type, to_id)
         return Response(status=204)
 
-    def v4_batch_read(self, request: Request, from_name: str, to_name: str) -> Response:
+    def _batch_read(self, request: Request, from_name: str, to_name: str, render: Any) -> Response:
+        """Batch association read shared by v3 and v4: `render(from_type, to_type, item, found)`."""
         from_type, to_type = self._pair(from_name, to_name)
         started, inputs = self.now_iso(), self.batch_inputs(self.body_json(request), 1000)
         results, errors = [], []
@@ -222,12 +223,18 @@ class AssociationHandlers(HubSpotBase):
             if not found:
                 errors.append(self._none_found(from_type, from_id, to_type))
                 continue
+            results.append({"from": {"id": from_id}, **render(from_type, to_type, item, found)})
+        return self.batch_reply(results, errors, started, 200)
+
+    def v4_batch_read(self, request: Request, from_name: str, to_name: str) -> Response:
+        def render(from_type: str, to_type: str, item: dict, found: Any) -> dict[str, Any]:
             page, nxt = self._paged(found, item.get("after"), PAGE)
-            result: dict[str, Any] = {"from": {"id": from_id}, "to": self._v4_to(from_type, to_type, page)}
+            result: dict[str, Any] = {"to": self._v4_to(from_type, to_type, page)}
             if nxt:
                 result["paging"] = {"next": {"after": nxt}}
-            results.append(result)
-        return self.batch_reply(results, errors, started, 200)
+            return result
+
+        return self._batch_read(request, from_name, to_name, render)
 
     def _none_found(self, from_type: str, from_id: str, to_type: str) -> dict[str, Any]:
         return self.batch_error(
@@ -309,23 +316,14 @@ class AssociationHandlers(HubSpotBase):
 
     # -- v3 --------------------------------------------------------------------------------------
     def v3_batch_read(self, request: Request, from_name: str, to_name: str) -> Response:
-        from_type, to_type = self._pair(from_name, to_name)
-        started, inputs = self.now_iso(), self.batch_inputs(self.body_json(request), 1000)
-        results, errors = [], []
-        for item in inputs:
-            if not isinstance(item, dict) or item.get("id") is None:
-                self.fail(400, "Invalid input JSON: each input needs an `id`")
-            from_id = str(item["id"])
-            found = self.associated(from_type, from_id, to_type)
-            if not found:
-                errors.append(self._none_found(from_type, from_id, to_type))
-                continue
+        def render(from_type: str, to_type: str, item: dict, found: Any) -> dict[str, Any]:
             to = []
             for to_id, tids in found:
                 primary = any(TYPES[(from_type, to_type)].get(t) == "Primary" for t in tids)
                 to += [{"id": to_id, "type": v3_type_name(from_type, to_type, t, primary)} for t in tids]
-            results.append({"from": {"id": from_id}, "to": to})
-        return self.batch_reply(results, errors, started, 200)
+            return {"to": to}
+
+        return self._batch_read(request, from_name, to_name, render)
 
     def v3_batch_create(self, request: Request, from_name: str, to_name: str) -> Response:
         from_type, to_type = self._pair(from_name, to_name)
