@@ -132,7 +132,7 @@ class Caller:
 
     def call(self, fn: Callable[..., T], *args: Any, stream: str = "", **kwargs: Any) -> T:
         """Call `fn(*args, **kwargs)` with rate limiting, budget, classification and retries."""
-        exp = wait_exponential_jitter(initial=self.policy.backoff_initial, max=self.policy.backoff_max)
+        exp = wait_exponential_jitter(multiplier=self.policy.backoff_initial, max=self.policy.backoff_max)
 
         def wait(state: RetryCallState) -> float:
             exc = state.outcome.exception() if state.outcome else None

@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Iterator, Protocol
 
-KINDS = ("account", "contact", "user", "renewal", "ticket", "subscription", "invoice", "usage", "activity")
+KINDS = ("account", "contact", "user", "renewal", "ticket", "satisfaction", "subscription", "invoice", "usage",
+         "activity")
 
 
 @dataclass
