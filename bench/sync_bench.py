@@ -52,8 +52,12 @@ def main() -> None:
                 print(f"accounts={accounts}: full sync {full.status} in {seconds:.1f} s, {total:,} records "
                       f"({total / seconds:,.0f}/s), {calls} API calls")
                 floor_total = 0
+                # meter event summaries come one call per metered customer, not in pages
+                metered = {c for usage in sandbox.world.stripe_meter_usage.values() for c in usage}
                 for s in full.streams:
                     floor = math.ceil(s.records / page_size(s.source, s.stream)) if s.records else 1
+                    if (s.source, s.stream) == ("stripe", "usage"):
+                        floor = max(1, len(metered))
                     floor_total += floor
                     print(f"  {s.source}.{s.stream:<22} {s.records:>9,} records {s.calls:>6} calls "
                           f"(floor {floor}) {s.seconds:6.1f} s")

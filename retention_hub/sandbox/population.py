@@ -56,6 +56,19 @@ class Population:
     p_true: np.ndarray  # oracle P(churn within 90 days of now), NaN if not active at now
     depth: np.ndarray  # how far the cause pulls health down
     recovers_at: np.ndarray  # day the cause ends (large if never)
+    health_from: int = 0  # health[:, 0] is this day (earlier days forgotten to save memory)
+
+    def health_on(self, d: int, customers: np.ndarray | slice = slice(None)) -> np.ndarray:
+        """Health of `customers` on day d (d >= health_from)."""
+        if d < self.health_from:
+            raise ValueError(f"health before day {self.health_from} is no longer kept")
+        return self.health[customers, d - self.health_from]
+
+    def forget_health_before(self, day: int) -> None:
+        """Drop the health of days before `day` (nothing needs them once the history is drawn)."""
+        if day > self.health_from:
+            self.health = self.health[:, day - self.health_from:].copy()
+            self.health_from = day
 
     def shock_on(self, d: int) -> np.ndarray:
         """Health lost to each customer's cause on day d."""

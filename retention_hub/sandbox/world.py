@@ -200,7 +200,7 @@ class World:
             event_type = event_type or f"{STRIPE_EVENT_PREFIX.get(kind, kind)}.created"
         else:
             if keep_event:  # the diff is only needed for the event's previous_attributes
-                previous = {k: copy.deepcopy(rec.get(k)) for k, v in obj.items() if rec.get(k) != v}
+                previous = {k: _json_copy(rec.get(k)) for k, v in obj.items() if rec.get(k) != v}
             event_type = event_type or f"{STRIPE_EVENT_PREFIX.get(kind, kind)}.updated"
         rec.update({k: v for k, v in obj.items() if k != "id"})
         if keep_event and (previous or not event_type.endswith(".updated")):
@@ -211,7 +211,7 @@ class World:
         """Record the event Stripe emits; events older than Stripe's 30 days are not kept at all."""
         if at < self.now() - timedelta(days=STRIPE_EVENT_DAYS):
             return None
-        data: dict[str, Any] = {"object": copy.deepcopy(obj)}
+        data: dict[str, Any] = {"object": _json_copy(obj)}
         if previous:
             data["previous_attributes"] = previous
         event = {"id": self.ids.stripe("evt"), "object": "event", "api_version": STRIPE_API_VERSION,
@@ -219,6 +219,24 @@ class World:
                  "request": {"id": None, "idempotency_key": None}, "type": event_type}
         self.stripe_events.append(event)
         return event
+
+
+def _json_copy(value: Any) -> Any:
+    """A deep copy of JSON-shaped data (dicts, lists, scalars): Stripe event snapshots.
+
+    Several times faster than `copy.deepcopy`, which the Stripe event window would otherwise spend
+    most of its time in; anything else is handed to `copy.deepcopy`."""
+    cls = type(value)
+    if cls is dict:
+        return {k: _json_copy(v) for k, v in value.items()}
+    if cls is list:
+        return [_json_copy(v) for v in value]
+    if cls in _SCALARS:
+        return value
+    return copy.deepcopy(value)
+
+
+_SCALARS = frozenset((str, int, float, bool, type(None)))
 
 
 def hubspot_date_value(dt: datetime) -> str:
