@@ -16,6 +16,7 @@ import ctypes
 import gc
 import random
 import time
+import weakref
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -53,10 +54,16 @@ def generate_world(accounts: int = 2000, seed: int = 7, directory: str | Path | 
     pop = simulate(accounts, seed)
     world = World(seed=seed, anchor=anchor)
     builder = Builder(world, pop, seed, Path(directory) if directory else None, fold)
+    # The build makes millions of containers and no garbage cycles: the collector would only rescan
+    # them, during the build and then again in multi-second pauses while the emulators serve. So it
+    # is off during the build, and afterwards the world's objects are frozen out of its reach (they
+    # are still freed by reference counting: the world has no reference cycles, see Builder._build).
     collecting = gc.isenabled()
-    gc.disable()  # millions of new containers and no garbage cycles: the collector would only rescan them
+    gc.collect()  # so that no earlier garbage gets frozen with the world
+    gc.disable()
     try:
         builder.build()
+        gc.freeze()
     finally:
         if collecting:
             gc.enable()
@@ -149,7 +156,12 @@ class Builder(Recorder):
         self.play(self.world.anchor)
         self.timeline.drop_before(self.pos)
         self.pos = 0
+        for c in self.customers:  # only a new contact still to come needs the plan
+            if c.plan is not None and (c.plan.new_contact is None
+                                       or any(p is c.plan.new_contact for p in c.contacts)):
+                c.plan = None
         self.world.play_until = lambda world, t: self.play(t)
+        self.world = weakref.proxy(self.world)  # the world keeps its builder alive, not the reverse
         if writer:
             writer.join()
             if writer.exitcode != 0:
@@ -185,7 +197,7 @@ class Builder(Recorder):
             for kind, i, a, b, t in zip(tl.kind[first:last].tolist(), tl.cust[first:last].tolist(),
                                         tl.a[first:last].tolist(), tl.b[first:last].tolist(),
                                         tl.time[first:last].tolist()):
-                handlers[kind](i, a, b, t)
+                handlers[kind](self, i, a, b, t)
             self.pos = last
 
     # -- static records ------------------------------------------------------------------------
@@ -323,7 +335,7 @@ class Builder(Recorder):
         metered = self.pop.metered & np.array([bool(c.stripe_id) for c in self.customers])
         floats = self._floats  # a few hundred distinct sums: share the float objects
         for d in range(max(first, HISTORY_DAYS - METER_DAYS), min(until_day, self.pop.days)):
-            active, users, *_ = warehouse.day_usage(self.pop, self.world.seed, self.world.anchor, d)
+            active, users = warehouse.day_users(self.pop, self.world.seed, self.world.anchor, d)
             keep = metered[active]
             start = unix(self.at(d))
             for k, calls in zip(active[keep].tolist(), (users[keep] * 40).tolist()):

@@ -25,6 +25,7 @@ PHI, SIGMA_STATIONARY = 0.985, 0.55
 BETA = -1.3  # churn log-odds per unit of health
 ALPHA = {"monthly": -4.3, "annual": -2.1}
 SHOCK_RAMP = 45
+HEALTH_BLOCK = 32  # days of health simulated per vectorised step
 
 CAUSES = ("price", "competitor", "low_adoption", "support", "payment_failure", "lost_champion")
 CAUSE_SHARE = np.array([0.18, 0.14, 0.26, 0.16, 0.12, 0.14])
@@ -110,9 +111,17 @@ def simulate(n: int, seed: int) -> Population:
     sigma = SIGMA_STATIONARY * np.sqrt(1 - PHI**2)
     health = np.empty((n, days), dtype=np.float32)
     h = mu + rng.normal(0, SIGMA_STATIONARY, n)
-    for d in range(days):
-        h = mu + PHI * (h - mu) + rng.normal(0, sigma, n)
-        health[:, d] = h - shock(d, onset, depth, recovers_at)
+    # blocks of days: one draw per block (the same numbers as one draw per day) and the shock
+    # broadcast over the block; whole blocks are written into the customer-major array at once
+    for d0 in range(0, days, HEALTH_BLOCK):
+        k = min(HEALTH_BLOCK, days - d0)
+        block = rng.normal(0, sigma, (k, n))
+        for j in range(k):
+            h = mu + PHI * (h - mu) + block[j]
+            block[j] = h
+        hit = np.nonzero((onset < d0 + k) & (recovers_at > d0))[0]  # the shock is 0.0 for everyone else
+        block[:, hit] -= shock(np.arange(d0, d0 + k)[:, None], onset[hit], depth[hit], recovers_at[hit])
+        health[:, d0:d0 + k] = block.T
 
     churn_day = np.full(n, 10**6, dtype=np.int64)
     churn_reason = np.full(n, -1, dtype=np.int64)

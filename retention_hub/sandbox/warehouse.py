@@ -33,6 +33,21 @@ _USAGE_WEIGHT = np.array([1.0 if c in ("low_adoption", "lost_champion") else 0.5
 
 def day_usage(pop: Population, seed: int, anchor: datetime, d: int) -> tuple[np.ndarray, ...]:
     """(customer indexes active on day d, active users, sessions, events, features used)."""
+    active, users, hu, rng = _day_users(pop, seed, anchor, d)
+    sessions = rng.poisson(users * 2.5)
+    events = rng.poisson(sessions * 22.0)
+    features = np.clip(np.round(3 + 7 * sigmoid(hu) + rng.normal(0, 1, active.size)), 0, 12).astype(np.int64)
+    return active, users, sessions, events, features
+
+
+def day_users(pop: Population, seed: int, anchor: datetime, d: int) -> tuple[np.ndarray, np.ndarray]:
+    """(customer indexes active on day d, active users): `day_usage`'s first two, at a third of the cost."""
+    active, users, _, _ = _day_users(pop, seed, anchor, d)
+    return active, users
+
+
+def _day_users(pop: Population, seed: int, anchor: datetime,
+               d: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.random.Generator]:
     active = np.nonzero((pop.start_day <= d) & (pop.churn_day > d))[0]
     rng = np.random.default_rng([seed, 3, d])
     weight = np.where(pop.cause >= 0, _USAGE_WEIGHT[np.maximum(pop.cause, 0)], 0.0)[active]
@@ -41,10 +56,7 @@ def day_usage(pop: Population, seed: int, anchor: datetime, d: int) -> tuple[np.
     seats = pop.seats[active]
     share = sigmoid(0.4 + 1.2 * hu) * weekday * rng.lognormal(0, 0.15, active.size)
     users = np.minimum(seats, np.round(seats * np.clip(share, 0, 1))).astype(np.int64)
-    sessions = rng.poisson(users * 2.5)
-    events = rng.poisson(sessions * 22.0)
-    features = np.clip(np.round(3 + 7 * sigmoid(hu) + rng.normal(0, 1, active.size)), 0, 12).astype(np.int64)
-    return active, users, sessions, events, features
+    return active, users, hu, rng
 
 
 def create(path: Path, workspaces: list[tuple[str, str, str, str | None, str]]) -> None:
@@ -62,25 +74,25 @@ def write_days(path: Path, pop: Population, seed: int, anchor: datetime, workspa
                first: int, until: int, bulk: bool = False) -> None:
     """Insert usage rows for days [first, until).
 
-    `bulk` is the one-off history load: nobody else has the file open yet, so it runs without a
-    rollback journal in one exclusive transaction, builds the index once at the end (far faster than
-    maintaining it row by row) and leaves the file in WAL mode for readers.
+    Rows arrive in index order (day, then workspace), so the index only ever grows at its end: kept
+    up to date while inserting, it costs less than sorting 40M rows into it afterwards. `bulk` is the
+    one-off history load: nobody else has the file open yet, so it runs without a rollback journal in
+    one exclusive transaction and leaves the file in WAL mode for readers.
     """
     db = sqlite3.connect(path, isolation_level=None)
     db.execute("PRAGMA synchronous = OFF")
     if bulk:
         db.execute("PRAGMA journal_mode = OFF")
         db.execute("PRAGMA locking_mode = EXCLUSIVE")
-        db.execute("PRAGMA cache_size = -131072")  # 128 MiB
+        db.execute("PRAGMA cache_size = -65536")  # 64 MiB
     else:
-        db.execute(INDEX)
         db.execute("PRAGMA journal_mode = WAL")
+    db.execute(INDEX)
     db.execute("BEGIN")
     for d in range(max(first, 0), min(until, pop.days)):
         _insert_day(db, pop, seed, anchor, workspace_ids, d)
     db.execute("COMMIT")
     if bulk:
-        db.execute(INDEX)
         db.execute("PRAGMA locking_mode = NORMAL")
         db.execute("PRAGMA journal_mode = WAL")
     db.close()

@@ -228,9 +228,9 @@ def _json_copy(value: Any) -> Any:
     most of its time in; anything else is handed to `copy.deepcopy`."""
     cls = type(value)
     if cls is dict:
-        return {k: _json_copy(v) for k, v in value.items()}
+        return {k: v if type(v) in _SCALARS else _json_copy(v) for k, v in value.items()}
     if cls is list:
-        return [_json_copy(v) for v in value]
+        return [v if type(v) in _SCALARS else _json_copy(v) for v in value]
     if cls in _SCALARS:
         return value
     return copy.deepcopy(value)
