@@ -63,3 +63,27 @@ def record(source: str, kind: str, source_id: Any, updated_at: datetime | None, 
                "updated_at": when.isoformat() if when else None, "deleted": deleted, **fields}
     return {"source": source, "kind": kind, "source_id": str(source_id), "updated_at": when,
             "deleted": deleted, "payload": payload}
+
+
+def dump_cursor(state: dict[str, Any]) -> str:
+    """A connector's cursor state as the versioned JSON string the store keeps."""
+    import json
+
+    return json.dumps({"v": 1, **state}, separators=(",", ":"), sort_keys=True)
+
+
+def load_cursor(source: str, cursor: str | None, keys: tuple[str, ...]) -> dict[str, Any] | None:
+    """A saved cursor, which must hold one of `keys` (a cursor of another stream or version does not)."""
+    import json
+
+    from .http import RequestError
+
+    if not cursor:
+        return None
+    try:
+        state = json.loads(cursor)
+    except ValueError:
+        state = None
+    if not isinstance(state, dict) or state.get("v") != 1 or not any(k in state for k in keys):
+        raise RequestError(source, f"unreadable saved cursor {cursor[:80]!r}; run once with --full-refresh")
+    return state

@@ -40,7 +40,7 @@ import stripe as stripe_sdk
 from ..config.models import StripeSource
 from .http import (VENDOR_POLICIES, AuthError, Caller, Policy, RequestError, SourceError, TransientError,
                    retry_after_seconds, session)
-from .records import Page, Quarantined, record
+from .records import dump_cursor, load_cursor, Page, Quarantined, record
 
 log = logging.getLogger(__name__)
 
@@ -554,17 +554,8 @@ def _map_events(spec: Spec, events: list[dict]) -> tuple[list[dict], list[Quaran
 
 
 def _dump(state: dict) -> str:
-    return json.dumps({"v": 1, **state}, separators=(",", ":"), sort_keys=True)
+    return dump_cursor(state)
 
 
 def _load(cursor: str | None, keys: tuple[str, ...]) -> dict | None:
-    """A saved cursor, which must hold one of `keys` (a cursor of another stream or version does not)."""
-    if not cursor:
-        return None
-    try:
-        state = json.loads(cursor)
-    except ValueError:
-        state = None
-    if not isinstance(state, dict) or state.get("v") != 1 or not any(k in state for k in keys):
-        raise RequestError(SOURCE, f"unreadable saved cursor {cursor[:80]!r}; run once with --full-refresh")
-    return state
+    return load_cursor(SOURCE, cursor, keys)

@@ -28,7 +28,7 @@ from typing import Any, Iterable, Iterator
 
 from ..config.models import UsageSource
 from .http import VENDOR_POLICIES, AuthError, Caller, Policy, RequestError, TransientError
-from .records import Page, Quarantined, record
+from .records import dump_cursor, load_cursor, Page, Quarantined, record
 
 log = logging.getLogger(__name__)
 
@@ -430,17 +430,8 @@ def _bucket(key: Any) -> int:
 
 
 def _dump(state: dict) -> str:
-    return json.dumps({"v": 1, **state}, separators=(",", ":"), sort_keys=True)
+    return dump_cursor(state)
 
 
 def _load(cursor: str | None, key: str) -> dict | None:
-    """A saved cursor, which must hold `key` (a cursor of another stream or version does not)."""
-    if not cursor:
-        return None
-    try:
-        state = json.loads(cursor)
-    except ValueError:
-        state = None
-    if not isinstance(state, dict) or state.get("v") != 1 or key not in state:
-        raise RequestError(SOURCE, f"unreadable saved cursor {cursor[:80]!r}; run once with --full-refresh")
-    return state
+    return load_cursor(SOURCE, cursor, (key,))
