@@ -28,7 +28,6 @@ newer shapes (period on subscription items, invoice ``parent.subscription_detail
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timezone

@@ -19,7 +19,6 @@ For CSV, the accounts table is the file ``<accounts_table>.csv`` beside the usag
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import math
 from datetime import date, datetime, time, timedelta, timezone
