@@ -114,6 +114,7 @@ class Builder(Recorder):
         self.csm_hs: list[str] = []
         self.agents: list[int] = []
         self.prices: dict[tuple[int, bool], dict] = {}
+        self.metered_price: dict = {}
         self.meter_id = ""
         self.pos = 0
         self.folded = False
@@ -229,6 +230,13 @@ class Builder(Recorder):
                                        "email": f"{first.lower()}.{k}@support.retention-sandbox.example.com",
                                        "tags": [], "user_fields": {}}, at=t0)
             self.agents.append(agent["id"])
+        meter = w.stripe_put("billing.meter", {
+            "display_name": "API calls", "event_name": "api_calls", "status": "active",
+            "customer_mapping": {"event_payload_key": "stripe_customer_id", "type": "by_id"},
+            "default_aggregation": {"formula": "sum"}, "value_settings": {"event_payload_key": "value"},
+            "event_time_window": None, "status_transitions": {"deactivated_at": None},
+            "updated": unix(t0)}, at=t0)
+        self.meter_id = meter["id"]
         for plan_i, plan in enumerate(PLANS):
             product = w.stripe_put("product", {"name": f"{plan} plan", "active": True, "type": "service",
                                                "description": f"Per-seat {plan} subscription", "metadata": {}},
@@ -241,13 +249,16 @@ class Builder(Recorder):
                     "recurring": {"interval": "year" if annual else "month", "interval_count": 1,
                                   "usage_type": "licensed", "meter": None, "aggregate_usage": None,
                                   "trial_period_days": None}, "metadata": {}}, at=t0)
-        meter = w.stripe_put("billing.meter", {
-            "display_name": "API calls", "event_name": "api_calls", "status": "active",
-            "customer_mapping": {"event_payload_key": "stripe_customer_id", "type": "by_id"},
-            "default_aggregation": {"formula": "sum"}, "value_settings": {"event_payload_key": "value"},
-            "event_time_window": None, "status_transitions": {"deactivated_at": None},
-            "updated": unix(t0)}, at=t0)
-        self.meter_id = meter["id"]
+        # the API add-on: a metered price on the meter, at no charge (calls are included and tracked
+        # for fair use), so revenue stays the per-seat price while usage is tracked through Stripe
+        addon = w.stripe_put("product", {"name": "API add-on", "active": True, "type": "service",
+                                         "description": "API calls, metered", "metadata": {}}, at=t0)
+        self.metered_price = w.stripe_put("price", {
+            "product": addon["id"], "unit_amount": 0, "currency": "usd", "active": True, "type": "recurring",
+            "nickname": "API calls (included)",
+            "recurring": {"interval": "month", "interval_count": 1, "usage_type": "metered",
+                          "meter": self.meter_id, "aggregate_usage": "sum", "trial_period_days": None},
+            "metadata": {}}, at=t0)
 
     def make_customers(self) -> None:
         rng, pop = self.rng, self.pop
@@ -332,7 +343,10 @@ class Builder(Recorder):
     def write_meter(self, first: int, until_day: int) -> None:
         """Daily API-call sums for metered customers (Stripe keeps the recent months)."""
         usage = self.world.stripe_meter_usage[self.meter_id]
-        metered = self.pop.metered & np.array([bool(c.stripe_id) for c in self.customers])
+        # Stripe takes no meter events for a customer deleted since (through its API, say)
+        gone = self.world.stripe["customer"]
+        metered = self.pop.metered & np.array([bool(c.stripe_id) and not gone.get(c.stripe_id, {}).get("_deleted")
+                                               for c in self.customers])
         floats = self._floats  # a few hundred distinct sums: share the float objects
         for d in range(max(first, HISTORY_DAYS - METER_DAYS), min(until_day, self.pop.days)):
             active, users = warehouse.day_users(self.pop, self.world.seed, self.world.anchor, d)

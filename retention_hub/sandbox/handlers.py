@@ -110,12 +110,14 @@ class Recorder(RecordOps):
     csm_hs: list[str]
     agents: list[int]
     prices: dict[tuple[int, bool], dict]
+    metered_price: dict
 
     def init_recorder(self) -> None:
         pop = self.pop
         self.seg: list[int] = pop.segment.tolist()
         self.annual: list[bool] = pop.annual.tolist()
         self.discount: list[float] = pop.discount.tolist()
+        self.metered: list[bool] = pop.metered.tolist()
         self.seat_price: list[int] = [int(p) for p in PRICE_PER_SEAT]
         self.open_tickets: dict[int, tuple[int, dict, int]] = {}
         self.open_invoices: dict[int, dict] = {}
@@ -203,11 +205,15 @@ class Recorder(RecordOps):
                             "postal_code": None, "state": None}}, t)
             discount = self.discount[i]
             sub_id, tu = w.ids.stripe("sub"), self.stamps.unix(t)
-            items = {"object": "list", "has_more": False, "total_count": 1,
-                     "url": f"/v1/subscription_items?subscription={sub_id}",
-                     "data": [{"id": w.ids.stripe("si"), "object": "subscription_item",
-                               "price": self.prices[(seg, self.annual[i])], "quantity": c.seats, "created": tu,
-                               "subscription": sub_id, "metadata": {}}]}
+            # the licensed seat item comes first (seat changes edit data[0]); metered items have no quantity
+            data = [{"id": w.ids.stripe("si"), "object": "subscription_item",
+                     "price": self.prices[(seg, self.annual[i])], "quantity": c.seats, "created": tu,
+                     "subscription": sub_id, "metadata": {}}]
+            if self.metered[i]:
+                data.append({"id": w.ids.stripe("si"), "object": "subscription_item", "price": self.metered_price,
+                             "created": tu, "subscription": sub_id, "metadata": {}})
+            items = {"object": "list", "has_more": False, "total_count": len(data),
+                     "url": f"/v1/subscription_items?subscription={sub_id}", "data": data}
             self.st_new("subscription", sub_id, {
                 "customer": c.stripe_id, "status": "active", "start_date": tu, "cancel_at": None,
                 "canceled_at": None, "cancel_at_period_end": False, "ended_at": None, "metadata": {},
@@ -379,8 +385,9 @@ class Recorder(RecordOps):
         c.seats = max(1, before + int(round(before * factor)) or (1 if factor > 0 else -1))
         sub = self.subscription(c)
         if sub is not None:
-            item = {**sub["items"]["data"][0], "quantity": c.seats}
-            self.st_set("subscription", sub, {"items": {**sub["items"], "data": [item]}}, t)
+            seats, *rest = sub["items"]["data"]
+            self.st_set("subscription", sub, {"items": {**sub["items"], "data": [{**seats, "quantity": c.seats},
+                                                                                 *rest]}}, t)
         if c.sf_ids and c.seats > before:
             amount = (c.seats - before) * self.seat_price[self.seg[i]] * 12 / 100
             self.sf_new("Opportunity", {

@@ -223,6 +223,8 @@ class Renderer:
             "plan": self.plan(price) if price else None, "price": price, "quantity": 1,
             "subscription": sub["id"], "tax_rates": [],
         }
+        if price and (price.get("recurring") or {}).get("usage_type") == "metered":
+            del out["quantity"]  # Stripe sends no quantity on a metered item
         _overlay(out, {k: v for k, v in item.items() if k != "price"})
         out["subscription"] = item.get("subscription") or sub["id"]
         return out
@@ -338,12 +340,12 @@ class Renderer:
         items = [self.subscription_item(i, sub) for i in (sub or {}).get("items", {}).get("data", [])]
         amounts = [(i["price"] or {}).get("unit_amount") or 0 for i in items]
         lines = []
-        if items and sum(a * (i["quantity"] or 0) for a, i in zip(amounts, items)) == inv["subtotal"]:
+        if items and sum(a * (i.get("quantity") or 0) for a, i in zip(amounts, items)) == inv["subtotal"]:
             for item, unit in zip(items, amounts):
-                amount = unit * (item["quantity"] or 0)
+                amount = unit * (item.get("quantity") or 0)
                 lines.append({**base, "id": derived_id("il", inv["id"], item["id"]), "amount": amount,
                               "amount_excluding_tax": amount, "description": self._describe(item),
-                              "price": item["price"], "quantity": item["quantity"],
+                              "price": item["price"], "quantity": item.get("quantity"),
                               "subscription_item": item["id"], "type": "subscription",
                               "unit_amount_excluding_tax": str(unit)})
         else:  # amounts the items do not explain (discounts, prorations): one line for the whole
@@ -351,7 +353,9 @@ class Renderer:
                     "amount_excluding_tax": inv["subtotal"], "description": None,
                     "unit_amount_excluding_tax": None}
             if sub is not None:
-                line.update(type="subscription", subscription_item=items[0]["id"] if len(items) == 1 else None)
+                # the seat item: the metered add-on's lines would be zero-amount
+                seat = next((i for i in items if "quantity" in i), items[0] if items else None)
+                line.update(type="subscription", subscription_item=seat["id"] if seat else None)
             else:
                 line.update(type="invoiceitem", invoice_item=derived_id("ii", inv["id"]))
             lines.append(line)
