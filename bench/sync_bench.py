@@ -82,6 +82,7 @@ def bench(accounts: int, exports_per_minute: int, warehouse: bool) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         sandbox = start_sandbox(Path(tmp) / "sandbox", accounts=accounts, seed=7)
         world, config, url = sandbox.world, sandbox.directory / "hub.yaml", f"sqlite:///{tmp}/hub.db"
+        world.freeze_clock()  # nothing changes but by advance, so each sync can be held to a snapshot
         try:
             until = world.now()
             want = expected.snapshot(world, until, usage=warehouse)
@@ -128,6 +129,9 @@ def bench(accounts: int, exports_per_minute: int, warehouse: bool) -> None:
                   f"({deletions} deletions), {sum(len(v) for v in moved.values()):,} changed in the store, "
                   f"exact for {len(exact)} of {len(changed)} streams; "
                   f"{sum(s['calls'] for s in later['streams'])} calls in {later['seconds']:.1f} s")
+            for key in sorted(set(changed) - set(exact)):
+                print(f"    {key}: missed {sorted(changed[key] - moved[key])[:5]}, "
+                      f"extra {sorted(moved[key] - changed[key])[:5]}")
         finally:
             sandbox.stop()
 

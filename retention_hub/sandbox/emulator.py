@@ -112,6 +112,7 @@ class Emulator:
                 if response is None:
                     self.authenticate(request)
                     with self.world.lock:
+                        self.world.catch_up()
                         result = getattr(self, rule.endpoint)(request, **values)
                     response = result if isinstance(result, Response) else json_response(result)
         except ApiError as exc:

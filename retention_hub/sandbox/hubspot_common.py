@@ -165,7 +165,7 @@ class HubSpotBase(Emulator):
 
     def stamp(self, object_type: str) -> tuple[int, int, int]:
         """Changes whenever the table may have changed: creates, API writes, the world advancing."""
-        return len(self.table(object_type)), self._write_seq[object_type], self.world.days_advanced
+        return len(self.table(object_type)), self._write_seq[object_type], self.world.version
 
     def sorted_ids(self, object_type: str) -> list[str]:
         """All ids of a type in id order (ids are never removed, so the length is a valid stamp)."""
@@ -277,7 +277,7 @@ class HubSpotBase(Emulator):
     def observed_options(self, object_type: str) -> dict[str, set[str]]:
         """Values the world's records hold in built-in enumeration properties: the sandbox portal's
         options include them, as a real portal's options include every value its records hold."""
-        stamp = (len(self.table(object_type)), self.world.days_advanced)
+        stamp = (len(self.table(object_type)), self.world.version)
         cached = self._observed.get(object_type)
         if cached is None or cached[0] != stamp:
             names = [n for n in schema.builtin_names(object_type)
@@ -301,7 +301,7 @@ class HubSpotBase(Emulator):
     def definitions(self, object_type: str) -> dict[str, dict]:
         """name -> v3 property JSON of every property of the type (built-in, then custom)."""
         custom = self.world.hs_custom_properties.get(object_type, {})
-        stamp = (len(self.table(object_type)), self.world.days_advanced, len(self.world.hs_owners),
+        stamp = (len(self.table(object_type)), self.world.version, len(self.world.hs_owners),
                  self.defs_seq, tuple(sorted((n, id(d), len(d)) for n, d in custom.items())))
         cached = self._defs.get(object_type)
         if cached is None or cached[0] != stamp:

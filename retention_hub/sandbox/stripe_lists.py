@@ -18,10 +18,10 @@ Key = tuple[int, Any]
 
 def world_version(world: World) -> tuple[int, int, int, int]:
     """Changes whenever Stripe data is added or changed through `World.stripe_put` (which records an
-    event for every recent change), the clock jumps by whole days (the generator's future may rewrite
-    history then) or the event list is replaced (the generator drops events older than 30 days)."""
+    event for every recent change), the generator's timeline changes records (`World.version`)
+    or the event list is replaced (the generator drops events older than 30 days)."""
     return (sum(len(t) for t in world.stripe.values()), len(world.stripe_events), id(world.stripe_events),
-            world.days_advanced)
+            world.version)
 
 
 def page(keys: list[Key], limit: int, *, low: int | None = None, high: int | None = None,

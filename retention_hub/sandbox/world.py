@@ -89,7 +89,9 @@ class World:
     # set by the generator: plays the precomputed future forward until the given time
     play_until: Callable[["World", datetime], None] | None = None
     days_advanced: int = 0
+    version: int = 0  # bumped whenever the generator's timeline changes records (caches key on it)
     _started: float = field(default_factory=time.monotonic)
+    _frozen_elapsed: float | None = None  # set by freeze_clock
 
     def __post_init__(self) -> None:
         self.anchor = utc(self.anchor)
@@ -98,8 +100,21 @@ class World:
     # -- the clock ---------------------------------------------------------------------------
     def now(self) -> datetime:
         """The world's current time: the anchor, plus days advanced, plus wall time since start."""
-        elapsed = timedelta(seconds=time.monotonic() - self._started)
-        return self.anchor + timedelta(days=self.days_advanced) + elapsed
+        elapsed = self._frozen_elapsed if self._frozen_elapsed is not None else time.monotonic() - self._started
+        return self.anchor + timedelta(days=self.days_advanced, seconds=elapsed)
+
+    def freeze_clock(self) -> None:
+        """Stop the wall-clock part of `now()`: time then moves only by `advance`. Tests and benchmarks
+        that compare a sync with a snapshot of the world use it, so nothing happens in between."""
+        self._frozen_elapsed = time.monotonic() - self._started
+
+    def catch_up(self) -> None:
+        """Apply whatever the generated future holds up to `now()`: the emulators call it on every
+        request, so records change as time passes and are never stamped earlier than a read that
+        already happened."""
+        if self.play_until is not None:
+            with self.lock:
+                self.play_until(self, self.now())
 
     def advance(self, days: int) -> datetime:
         """Move the world forward `days` days: new tickets, usage, invoices, renewals and churn."""
@@ -107,6 +122,7 @@ class World:
             raise ValueError("days must be >= 0")
         with self.lock:
             self.days_advanced += days
+            self.version += 1
             if self.play_until is not None:
                 self.play_until(self, self.now())
             return self.now()

@@ -36,6 +36,7 @@ def contents(store: Store) -> dict:
 @pytest.fixture(scope="module")
 def sandbox(tmp_path_factory: pytest.TempPathFactory):
     running = start_sandbox(tmp_path_factory.mktemp("sync"), accounts=120, seed=5, anchor=ANCHOR)
+    running.world.freeze_clock()  # the world changes only when a test advances it
     yield running
     running.stop()
 

@@ -51,6 +51,7 @@ def run_sync(config: Path, kill_after: float | None = None) -> int:
 
 def test_sigkill_at_several_points_then_rerun(tmp_path: Path) -> None:
     sandbox = start_sandbox(tmp_path / "sandbox", accounts=150, seed=9, anchor=ANCHOR)
+    sandbox.world.freeze_clock()  # runs are compared with each other: the world must not move between them
     try:
         clean = config_with_store(tmp_path / "sandbox", tmp_path / "clean.db")
         assert run_sync(clean) == 0

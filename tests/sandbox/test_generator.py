@@ -120,3 +120,29 @@ def test_advance_moves_the_world(tmp_path: Path) -> None:
     assert recent, "advancing creates Stripe events"
     with pytest.raises(ValueError, match="simulated only"):
         world.advance(400)
+
+
+def test_the_world_catches_up_with_its_clock_on_each_request(tmp_path: Path) -> None:
+    """Time passing (not only `advance`) plays the generated future, and every emulator request
+    catches the world up first, so no change is ever stamped before a read that already happened."""
+    from retention_hub.sandbox.server import start
+    from retention_hub.sandbox.smoke import salesforce_client
+
+    world = generate_world(200, seed=3, directory=tmp_path, anchor=ANCHOR)
+    tickets, version = len(world.zendesk["tickets"]), world.version
+    world._started -= 5 * 86_400  # five days of wall time go by
+    sandbox = start(world, tmp_path, vendors=("salesforce",))
+    try:
+        sf = salesforce_client(sandbox.info()["salesforce"])
+        sf.query("SELECT Id FROM Account LIMIT 1")
+    finally:
+        sandbox.stop()
+    assert world.version > version and len(world.zendesk["tickets"]) > tickets
+    latest = max(r["SystemModstamp"] for r in world.salesforce["Task"].values())
+    assert latest <= world.now().strftime("%Y-%m-%dT%H:%M:%S.000+0000")
+    world.freeze_clock()
+    world.catch_up()
+    frozen = world.version
+    world._started -= 5 * 86_400  # a frozen clock ignores wall time: nothing more happens
+    world.catch_up()
+    assert world.version == frozen
