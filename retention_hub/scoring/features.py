@@ -39,6 +39,7 @@ LABELS: dict[str, str] = {
     "failed_payments_90d": "failed payments in the last 90 days",
     "in_dunning": "an unpaid invoice being retried",
     "days_to_renewal": "days to the next renewal",
+    "annual_plan": "on an annual contract",
     "tenure_days": "days as a customer",
     "days_since_last_activity": "days since the CSM's last activity",
     "contacts_lost_90d": "contacts who left in the last 90 days",
@@ -137,6 +138,8 @@ def billing_features(frames: Frames, as_of: pd.Timestamp, ids: pd.Index) -> pd.D
     before = cycle[cycle["created_at"] <= as_of - 90 * DAY].groupby("unified_id")["amount_minor"].last()
     out["mrr_change_90d"] = _ratio(last, before).reindex(ids).where(before.reindex(ids).notna())
     out["seats"] = latest["quantity"].reindex(ids).astype(float)
+    # customers decide at renewal points: an annual contract can churn only near its anniversary
+    out["annual_plan"] = (latest["interval"] == "year").astype(float).reindex(ids)
     recent = inv[inv["created_at"] > as_of - 90 * DAY]
     late = recent["attempted"].fillna(False).astype(bool) & (
         recent["paid_at"].isna() | (recent["paid_at"] > recent["created_at"] + DAY))
@@ -154,12 +157,11 @@ def billing_features(frames: Frames, as_of: pd.Timestamp, ids: pd.Index) -> pd.D
 
 
 def _next_anniversary(latest: pd.DataFrame, as_of: pd.Timestamp) -> pd.Series:
-    """For annual plans without a renewal record: the next anniversary of the start."""
-    annual = latest[latest["interval"] == "year"]
-    start = annual["start"]
-    years = np.ceil(((as_of - start) / pd.Timedelta(days=365.25)).clip(lower=0)).astype(int)
-    nxt = start + pd.to_timedelta(years * 365.25, unit="D")
-    return nxt.where(nxt > as_of, nxt + pd.Timedelta(days=365.25))
+    """Without a renewal record: the next anniversary of the start (monthly plans: of the month)."""
+    period = latest["interval"].map({"year": 365.25, "month": 365.25 / 12}).fillna(365.25 / 12)
+    elapsed = ((as_of - latest["start"]) / DAY).clip(lower=0)
+    periods = np.floor(elapsed / period) + 1
+    return latest["start"] + pd.to_timedelta(periods * period, unit="D")
 
 
 def engagement_features(frames: Frames, as_of: pd.Timestamp, ids: pd.Index) -> pd.DataFrame:
