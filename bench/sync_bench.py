@@ -26,7 +26,7 @@ from datetime import datetime
 from pathlib import Path
 
 # the largest page each vendor serves, per stream (the floor's denominator)
-PAGE = {"salesforce": 2000, "hubspot": 100, "zendesk.tickets": 1000, "zendesk.users": 1000,
+PAGE = {"salesforce": 2000, "hubspot": 100, "hubspot.owners": 500, "zendesk.tickets": 1000, "zendesk.users": 1000,
         "zendesk.organizations": 1000, "zendesk.satisfaction_ratings": 100, "stripe": 100}
 
 
@@ -114,6 +114,9 @@ def bench(accounts: int, exports_per_minute: int, warehouse: bool) -> None:
                   f"{len(quiet['streams'])} streams (at most {max(s['calls'] for s in quiet['streams'])} in one), "
                   f"{sum(s['records'] for s in quiet['streams'])} records re-read, store unchanged: "
                   f"{by_kind(url) == got}")
+            for s in quiet["streams"]:
+                if s["calls"] > 2:
+                    print(f"    {s['source']}.{s['stream']}: {s['calls']} calls, {s['records']} records")
 
             world.advance(1)
             until = world.now()

@@ -173,8 +173,9 @@ def test_full_read_returns_every_record_at_the_floor(gen: server.Sandbox) -> Non
         limit = 500 if stream == "owners" else 100
         floor = math.ceil(len(ids) / limit)
         assoc = 0 if stream == "owners" else math.ceil(len(ids) / 1000)
+        count = 0 if stream == "owners" else 1  # the live count that lets later runs skip the archived list
         print(f"{stream:10} {len(ids):8} {conn.api_calls()[stream]:6} {floor:12} {assoc:15}")
-        assert conn.api_calls()[stream] == floor + assoc, stream
+        assert conn.api_calls()[stream] == floor + assoc + count, stream
     assert stats(gen)[(LIST_PATH, 200)] > 5  # contacts alone need several list pages: paging works
     assert not [k for k in stats(gen) if k[1] >= 400]
 
@@ -313,7 +314,8 @@ def test_more_than_10000_changed_contacts(tmp_path: Path) -> None:
         st = stats(sb)
         assert not [k for k in st if k[1] >= 400]
         # 50 pages reach the 10,000 cap; the next window starts at the last time read (1 record again)
-        assert st[(SEARCH_PATH, 200)] == 50 + math.ceil(501 / 200)
+        # (+1: the live count that decides whether the archived list must be read)
+        assert st[(SEARCH_PATH, 200)] == 50 + math.ceil(501 / 200) + 1
         assert st[(ASSOC_PATH, 207)] == math.ceil(10_500 / 1000)  # associations in batches of 1,000 ids
         assert run(conn, "contacts", cursor, w.now())[0] == []
     finally:
@@ -375,8 +377,9 @@ def test_search_keeps_under_its_own_rate_limit(tmp_path: Path) -> None:
         started = time.monotonic()
         records = run(conn, "contacts", cursor_at(at - timedelta(minutes=1)), sb.world.now())[0]
         assert len(records) == 60
-        assert stats(sb)[(SEARCH_PATH, 429)] == 0 and stats(sb)[(SEARCH_PATH, 200)] == 12
-        assert time.monotonic() - started >= 11 / 4 - 0.25  # 12 searches: 1 at once, then 4 per second
+        # 12 pages of 5 and the live count
+        assert stats(sb)[(SEARCH_PATH, 429)] == 0 and stats(sb)[(SEARCH_PATH, 200)] == 13
+        assert time.monotonic() - started >= 12 / 4 - 0.25  # 13 searches: 1 at once, then 4 per second
         assert conn.search_caller.limiter is not conn.caller.limiter
     finally:
         sb.stop()
@@ -432,3 +435,30 @@ def test_classify() -> None:
     assert isinstance(classify(urllib3.exceptions.MaxRetryError(None, "/x", dropped)), TransientError)
     assert isinstance(classify(urllib3.exceptions.ReadTimeoutError(None, "/x", "timed out")), TransientError)
     assert classify(KeyError("bug")) is None
+
+
+def test_quiet_runs_skip_the_archived_list_until_something_is_archived(tmp_path: Path) -> None:
+    """The archived list has no time filter (a call per 100 archived records, every run): a run reads
+    it only when the live count says records were archived since the last completed run."""
+    at = ANCHOR - timedelta(hours=1)
+    w = contacts_world(300, at, step_ms=1000)
+    for rec_id in list(w.hubspot["contacts"])[:250]:  # many archived long ago
+        w.hs_archive("contacts", rec_id, at=at + timedelta(minutes=10))
+    sb = server.start(w, tmp_path, vendors=("hubspot",))
+    try:
+        conn = make(sb)
+        _, cursor, _ = run(conn, "contacts", None, w.now())
+        reset_stats(sb)
+        records, cursor, _ = run(make(sb), "contacts", cursor, w.now())
+        assert records == [] and stats(sb)[(LIST_PATH, 200)] == 0  # search + count, no archived list
+        assert sum(n for (path, _), n in stats(sb).items() if path == SEARCH_PATH) == 2
+        created = w.hs_put("contacts", {"email": "new@x.example.com"})["id"]
+        records, cursor, _ = run(make(sb), "contacts", cursor, w.now())
+        assert [r["source_id"] for r in records] == [created] and stats(sb)[(LIST_PATH, 200)] == 0
+        gone = next(i for i, r in w.hubspot["contacts"].items() if not r["archived"] and i != created)
+        w.hs_archive("contacts", gone)
+        records, cursor, _ = run(make(sb), "contacts", cursor, w.now())
+        assert [(r["source_id"], r["deleted"]) for r in records] == [(gone, True)]
+        assert stats(sb)[(LIST_PATH, 200)] == 3  # 251 archived, 100 a page
+    finally:
+        sb.stop()
