@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 import numpy as np
+from sklearn.ensemble import HistGradientBoostingClassifier
 
 Label = str | Callable[[float, float], str]
 
