@@ -172,13 +172,15 @@ class Cursor:
     """Where a stream resumes. `mod`/`arch`: lower bounds (epoch ms) of the next modification search
     and archived scan; `seen`: id -> modification (or archive) ms of records already emitted at or
     after the look-back horizon; `full`: a first read in progress (list `after`, start ms, phase);
-    `live`: how many live records were created up to `mod` (set only when a run completed)."""
+    `live`: how many live records were created up to `mod` (set only when a run completed);
+    `active`: owners only, the ids listed as active by the last completed run."""
 
     mod: int | None = None
     arch: int | None = None
     seen: dict[str, int] = field(default_factory=dict)
     full: dict[str, Any] | None = None
     live: int | None = None
+    active: list[str] | None = None
 
     @classmethod
     def load(cls, text: str | None) -> "Cursor | None":
@@ -191,7 +193,7 @@ class Cursor:
         except ValueError as exc:
             raise RequestError(SOURCE, f"the stored cursor cannot be read ({exc}); run a full refresh") from None
         return cls(data.get("mod"), data.get("arch"), {str(k): int(v) for k, v in (data.get("seen") or {}).items()},
-                   data.get("full"), data.get("live"))
+                   data.get("full"), data.get("live"), data.get("active"))
 
     def dump(self, horizon: int) -> str:
         """JSON, keeping only the `seen` entries a look-back from `horizon` can meet again."""
@@ -201,6 +203,8 @@ class Cursor:
             data["full"] = self.full
         if self.live is not None:
             data["live"] = self.live
+        if self.active is not None:
+            data["active"] = self.active
         return json.dumps(data, separators=(",", ":"), sort_keys=True)
 
 
@@ -489,11 +493,15 @@ class HubSpotConnector:
         return body.get("results") or [], _next_after(body) is not None, int(body.get("total") or 0)
 
     def _owners(self, state: Cursor | None, hi: int, full_refresh: bool) -> Iterator[Page]:
-        """All owners each run (a few hundred at most); later runs emit only the changed ones."""
+        """All owners each run (a few hundred at most, and no filter by time); later runs emit only
+        the changed ones, and read the archived list only when an owner left the active one."""
         since = state.mod - self.lookback_ms if state and state.mod is not None else None
-        cur = Cursor(hi, hi, dict(state.seen) if state else {})
+        cur = Cursor(hi, hi, dict(state.seen) if state else {}, active=[])
         records, bad = [], []
         for archived in ((False, True) if state is not None or full_refresh else (False,)):
+            if archived and not full_refresh and state is not None and state.active is not None \
+                    and set(state.active) <= set(cur.active or ()):
+                break  # every owner active last time still is: nothing was archived
             after = None
             while True:
                 body = self._call("owners", self._api("owners").get_page, limit=OWNER_LIMIT, after=after,
@@ -501,6 +509,8 @@ class HubSpotConnector:
                 for owner in body.get("results") or []:
                     try:
                         stamp, rec_id = to_ms(owner.get("updatedAt")), str(owner["id"])
+                        if not archived and cur.active is not None:
+                            cur.active.append(rec_id)
                         if since is not None and (stamp is None or stamp < since or cur.seen.get(rec_id) == stamp):
                             continue
                         if stamp is not None:
@@ -515,6 +525,7 @@ class HubSpotConnector:
                 after = _next_after(body)
                 if not after:
                     break
+        cur.active = sorted(cur.active or ())
         yield Page(records, cur.dump(hi - self.lookback_ms), bad)
 
     # -- canonical records ------------------------------------------------------------------------

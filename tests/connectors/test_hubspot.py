@@ -462,3 +462,29 @@ def test_quiet_runs_skip_the_archived_list_until_something_is_archived(tmp_path:
         assert stats(sb)[(LIST_PATH, 200)] == 3  # 251 archived, 100 a page
     finally:
         sb.stop()
+
+
+def test_owners_read_the_archived_list_only_when_an_owner_left(gen: server.Sandbox) -> None:
+    """Owners cannot be filtered by time: every run lists the active ones, and reads the archived
+    list only when an owner active last time is no longer."""
+    w = gen.world
+    _, cursor, _ = run(make(gen), "owners", None, w.now())
+    active = math.ceil(sum(1 for o in w.hs_owners.values() if not o.get("archived")) / 500)
+
+    def owner_calls() -> int:
+        return sum(n for k, n in stats(gen).items() if "owners" in k[0])
+
+    reset_stats(gen)
+    records, cursor, _ = run(make(gen), "owners", cursor, w.now())
+    assert records == [] and owner_calls() == active
+    leaving = next(o for o in w.hs_owners.values() if not o.get("archived"))
+    before = dict(leaving)
+    leaving.update(archived=True, updatedAt=hs_time(w.now()))
+    try:
+        reset_stats(gen)
+        records, _, _ = run(make(gen), "owners", cursor, w.now())
+        assert [(r["source_id"], r["deleted"]) for r in records] == [(str(leaving["id"]), True)]
+        assert owner_calls() == active + 1
+    finally:
+        leaving.clear()
+        leaving.update(before)
