@@ -105,8 +105,11 @@ class World:
 
     def freeze_clock(self) -> None:
         """Stop the wall-clock part of `now()`: time then moves only by `advance`. Tests and benchmarks
-        that compare a sync with a snapshot of the world use it, so nothing happens in between."""
+        that compare a sync with a snapshot of the world use it, so nothing happens in between.
+        The world first catches up to the frozen time, so a snapshot taken now is what the
+        emulators will serve."""
         self._frozen_elapsed = time.monotonic() - self._started
+        self.catch_up()
 
     def catch_up(self) -> None:
         """Apply whatever the generated future holds up to `now()`: the emulators call it on every
