@@ -271,5 +271,107 @@ def sync_command(config_path: Path, sources: tuple[str, ...], stream_names: tupl
         raise click.exceptions.Exit(1)
 
 
+@main.group()
+def identity() -> None:
+    """One customer per real company across every source: unify, export the links, review candidates."""
+
+
+def _print_identity(result: Any, as_json: bool, extra: dict[str, Any] | None = None) -> None:
+    import json
+
+    from rich.console import Console
+    from rich.table import Table
+
+    if as_json:
+        click.echo(json.dumps({**result.summary(), **(extra or {})}, indent=2, default=str))
+        return
+    state = (f"unified in {result.seconds:.1f} s, {result.written:,} rows written" if result.ran
+             else "store unchanged since the last unification")
+    table = Table(title=f"identity: {state}")
+    table.add_column("what")
+    table.add_column("count", justify="right")
+    for label, value in (("account-level records", result.records), ("unified accounts", result.unified),
+                         ("unmatched records", result.unmatched), ("in review", result.review),
+                         ("conflicts", result.conflicts)):
+        table.add_row(label, f"{value:,}")
+    for kind, n in result.conflict_kinds.items():
+        table.add_row(f"  {kind}", f"{n:,}")
+    for pair, n in result.matched_pairs.items():
+        table.add_row(f"matched {pair}", f"{n:,}")
+    table.add_row("people linked", f"{result.people_linked:,} of {result.people:,}")
+    for event, n in result.events.items():
+        table.add_row(f"events: {event}", f"{n:,}")
+    Console().print(table)
+    for label, value in (extra or {}).items():
+        click.echo(f"{label}: {value}")
+
+
+@identity.command("run")
+@config_option
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def identity_run(config_path: Path, as_json: bool) -> None:
+    """Unify now (even if nothing changed) and print the summary."""
+    from .sync.identity import unify
+    from .sync.store import Store
+
+    config = load_config(config_path)
+    with Store(config.store.url) as store:
+        result = unify(store, config.identity)
+    _print_identity(result, as_json)
+
+
+@identity.command("export")
+@config_option
+@click.option("--out", "-o", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="CSV to write: unified_id, source, source_id, method, confidence.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def identity_export(config_path: Path, out: Path, as_json: bool) -> None:
+    """Write one row per account-level record with its unified id (unifying first if the store changed)."""
+    from .sync.identity import ensure_unified, export_links
+    from .sync.store import Store
+
+    config = load_config(config_path)
+    with Store(config.store.url) as store:
+        result = ensure_unified(store, config.identity)
+        rows = export_links(store, out)
+    _print_identity(result, as_json, {"out": str(out), "rows": rows})
+
+
+@identity.command("review")
+@config_option
+@click.option("--out", "-o", type=click.Path(dir_okay=False, path_type=Path),
+              help="Export the review queue as CSV, with an empty decision column (accept / reject).")
+@click.option("--import", "import_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Import a review CSV with decisions filled in; they become overrides for the next run.")
+@click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON.")
+def identity_review(config_path: Path, out: Path | None, import_path: Path | None, as_json: bool) -> None:
+    """Export candidate links below auto-accept for review, or import the decisions taken on them."""
+    import json
+
+    from .sync.identity import ensure_unified
+    from .sync.identity_overrides import read_decisions, save_decisions, write_review_csv
+    from .sync.store import Store
+
+    if (out is None) == (import_path is None):
+        click.echo("error: give exactly one of --out FILE or --import FILE", err=True)
+        raise click.exceptions.Exit(EXIT_USAGE)
+    config = load_config(config_path)
+    with Store(config.store.url) as store:
+        if out is not None:
+            ensure_unified(store, config.identity)
+            rows = write_review_csv(store, out)
+            summary = {"out": str(out), "rows": rows}
+            text = f"Wrote {rows:,} candidate pairs to {out}; fill in decision (accept or reject) and run " \
+                   f"rhub identity review --import {out}"
+        else:
+            decisions = read_decisions(import_path)
+            saved = save_decisions(store, decisions)
+            accepted = sum(d[2] == "same" for d in decisions)
+            summary = {"imported": saved, "accepted": accepted, "rejected": len(decisions) - accepted}
+            text = (f"Saved {saved:,} decisions ({accepted:,} accept, {len(decisions) - accepted:,} reject) as "
+                    "overrides; they apply at the next unification (rhub identity run, or any export)")
+    click.echo(json.dumps(summary, indent=2) if as_json else text)
+
+
 if __name__ == "__main__":  # pragma: no cover - `python -m retention_hub.cli`
     main()

@@ -22,6 +22,27 @@ quarantine      id INT autoincrement, run_id INT NULL, source, kind, source_id N
                 raw TEXT (the offending record as JSON, cut at RAW_LIMIT characters), at TIMESTAMP
                 index (run_id)
 
+Schema (version 2: identity unification, see sync/identity.py)
+---------------------------------------------------------------
+identity_accounts   unified_id PK, name, domain, country, parent_unified_id NULL, sources (comma list),
+                    members INT, status ("live" | "merged" | "retired"), redirect_to NULL (the survivor
+                    a merged id points to), created_at, updated_at
+identity_links      source, kind, source_id (PK: one row per account-level record) -> unified_id,
+                    method, confidence FLOAT, status ("accepted" | "review" | "override"), updated_at;
+                    index (unified_id)
+identity_people     source, kind, source_id (PK: a contact) -> unified_id NULL, email, method, updated_at
+                    (no index on unified_id: read whole)
+identity_review     left_source, left_id, right_source, right_id (PK: a candidate pair not merged),
+                    left_unified_id, right_unified_id, left_name, right_name, method, confidence,
+                    reason, created_at
+identity_conflicts  kind, subject (PK, e.g. ("shared_domain", "acme.com")), detail JSON, first_seen_at,
+                    updated_at (when its detail last changed)
+identity_events     id autoincrement, at, event ("new" | "merge" | "split" | "retire" | "unlink"),
+                    unified_id, other_id NULL, detail JSON; index (unified_id)
+identity_decisions  left_source, left_id, right_source, right_id (PK), relation ("same" | "not_same"),
+                    origin, decided_at: review decisions imported back (overrides kept in the store)
+identity_state      name PK, value JSON, updated_at (e.g. the store marker seen at the last unification)
+
 Migrations: `MIGRATIONS` is an ordered list of functions taking a Connection; the store applies
 the ones past its recorded version inside one transaction. A schema change appends a migration
 and edits the `Table` objects below; migration functions never change once released.
@@ -29,15 +50,17 @@ and edits the `Table` objects below; migration functions never change once relea
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from decimal import Decimal
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import (JSON, Boolean, Column, DateTime, Engine, Index, Integer, MetaData, String, Table,
-                        Text, case, create_engine, event, func, insert, or_, select, update)
+from sqlalchemy import (JSON, Boolean, Column, DateTime, Engine, Float, Index, Integer, MetaData, String, Table,
+                        Text, bindparam, case, create_engine, delete, event, func, insert, literal, or_, select,
+                        tuple_, update)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Connection, make_url
@@ -164,17 +187,111 @@ def _migrate_v1(conn: Connection) -> None:
     md.create_all(conn, checkfirst=True)
 
 
-MIGRATIONS: list[Callable[[Connection], None]] = [_migrate_v1]
+def _define_v2(md: MetaData) -> dict[str, Table]:
+    """The identity tables added by version 2, bound to `md`."""
+    uid = 32  # "u_" + 12 hex today; room for ids an admin pins by hand
+    return {
+        "identity_accounts": Table(
+            "identity_accounts", md,
+            Column("unified_id", String(uid), primary_key=True),
+            Column("name", Text, nullable=True),
+            Column("domain", String(255), nullable=True),
+            Column("country", String(64), nullable=True),
+            Column("parent_unified_id", String(uid), nullable=True),
+            Column("sources", String(255), nullable=False, default=""),
+            Column("members", Integer, nullable=False, default=0),
+            Column("status", String(16), nullable=False),
+            Column("redirect_to", String(uid), nullable=True),
+            Column("created_at", UTCDateTime, nullable=False),
+            Column("updated_at", UTCDateTime, nullable=False)),
+        "identity_links": Table(
+            "identity_links", md,
+            Column("source", String(32), primary_key=True),
+            Column("kind", String(32), primary_key=True),
+            Column("source_id", String(255), primary_key=True),
+            Column("unified_id", String(uid), nullable=False),
+            Column("method", String(32), nullable=False),
+            Column("confidence", Float, nullable=False),
+            Column("status", String(16), nullable=False),
+            Column("updated_at", UTCDateTime, nullable=False),
+            Index("ix_identity_links_unified", "unified_id")),
+        "identity_people": Table(
+            "identity_people", md,
+            Column("source", String(32), primary_key=True),
+            Column("kind", String(32), primary_key=True),
+            Column("source_id", String(255), primary_key=True),
+            Column("unified_id", String(uid), nullable=True),
+            Column("email", String(320), nullable=True),
+            # no index on unified_id: people are read whole (identity.people_map), and an index in
+            # hash order costs more to keep than the million-row table it would serve
+            Column("method", String(32), nullable=False),
+            Column("updated_at", UTCDateTime, nullable=False)),
+        "identity_review": Table(
+            "identity_review", md,
+            Column("left_source", String(32), primary_key=True),
+            Column("left_id", String(255), primary_key=True),
+            Column("right_source", String(32), primary_key=True),
+            Column("right_id", String(255), primary_key=True),
+            Column("left_unified_id", String(uid), nullable=False),
+            Column("right_unified_id", String(uid), nullable=False),
+            Column("left_name", Text, nullable=True),
+            Column("right_name", Text, nullable=True),
+            Column("method", String(32), nullable=False),
+            Column("confidence", Float, nullable=False),
+            Column("reason", Text, nullable=True),
+            Column("created_at", UTCDateTime, nullable=False)),
+        "identity_conflicts": Table(
+            "identity_conflicts", md,
+            Column("kind", String(32), primary_key=True),
+            Column("subject", String(512), primary_key=True),
+            Column("detail", JSONType, nullable=False),
+            Column("first_seen_at", UTCDateTime, nullable=False),
+            Column("updated_at", UTCDateTime, nullable=False)),
+        "identity_events": Table(
+            "identity_events", md,
+            Column("id", Integer, primary_key=True, autoincrement=True),
+            Column("at", UTCDateTime, nullable=False),
+            Column("event", String(16), nullable=False),
+            Column("unified_id", String(uid), nullable=False),
+            Column("other_id", String(uid), nullable=True),
+            Column("detail", JSONType, nullable=False),
+            Index("ix_identity_events_unified", "unified_id")),
+        "identity_decisions": Table(
+            "identity_decisions", md,
+            Column("left_source", String(32), primary_key=True),
+            Column("left_id", String(255), primary_key=True),
+            Column("right_source", String(32), primary_key=True),
+            Column("right_id", String(255), primary_key=True),
+            Column("relation", String(16), nullable=False),
+            Column("origin", String(64), nullable=False),
+            Column("decided_at", UTCDateTime, nullable=False)),
+        "identity_state": Table(
+            "identity_state", md,
+            Column("name", String(64), primary_key=True),
+            Column("value", JSONType, nullable=False),
+            Column("updated_at", UTCDateTime, nullable=False)),
+    }
+
+
+def _migrate_v2(conn: Connection) -> None:
+    """Identity unification tables (own MetaData, like v1)."""
+    md = MetaData()
+    _define_v2(md)
+    md.create_all(conn, checkfirst=True)
+
+
+MIGRATIONS: list[Callable[[Connection], None]] = [_migrate_v1, _migrate_v2]
 SCHEMA_VERSION = len(MIGRATIONS)
 
-# The live schema, used by the queries below. It equals version 1 until a migration changes it.
+# The live schema, used by the queries below: version 1 plus the identity tables of version 2.
 metadata = MetaData()
-_tables = _define_v1(metadata)
+_tables = {**_define_v1(metadata), **_define_v2(metadata)}
 schema_version_table = _tables["schema_version"]
 records = _tables["records"]
 cursors = _tables["cursors"]
 runs = _tables["runs"]
 quarantine = _tables["quarantine"]
+IDENTITY_TABLES: dict[str, Table] = {name: t for name, t in _tables.items() if name.startswith("identity_")}
 
 
 @dataclass(frozen=True)
@@ -448,6 +565,174 @@ class Store:
             query = query.where(quarantine.c.run_id == run_id)
         with self.engine.connect() as conn:
             return [QuarantinedRecord(**r._mapping) for r in conn.execute(query)]
+
+    # -- identity (schema version 2; the logic lives in sync/identity.py) -------------------------
+
+    def iter_fields(self, kind: str, fields: Sequence[str], source: str | None = None,
+                    include_deleted: bool = False, batch_size: int = 50_000) -> Iterator[list[tuple[Any, ...]]]:
+        """Batches of (source, source_id, *payload fields) of the records of `kind`, keyset-paginated.
+
+        The database extracts the fields, so no whole payload is built in Python, and rows come
+        straight from the driver; every value is text or None (a JSON object or list as its JSON
+        text, a number as its digits).
+        """
+        values = [records.c.payload[name].as_string() for name in fields]
+        groups = select(records.c.source).where(*self._filters(kind, source, include_deleted)).distinct()
+        with self.engine.connect() as conn:
+            sources = sorted(conn.execute(groups).scalars())
+        for group_source in sources:
+            last: str | None = None
+            while True:
+                query = select(records.c.source, records.c.source_id, *values).where(
+                    *self._filters(kind, group_source, include_deleted))
+                if last is not None:
+                    query = query.where(records.c.source_id > last)
+                page = self._raw_rows(query.order_by(records.c.source_id).limit(batch_size))
+                if page:
+                    yield page
+                if len(page) < batch_size:
+                    break
+                last = page[-1][1]
+
+    def _raw_rows(self, query: Any) -> list[tuple[Any, ...]]:
+        """All rows of a query of plain text/number columns as the driver returns them (no SQLAlchemy
+        row objects: the identity tables and JSON fields are read by the hundred thousand)."""
+        with self.engine.connect() as conn:
+            result = conn.execute(query)
+            try:
+                return result.cursor.fetchall()  # the DBAPI cursor: SQLAlchemy bound the parameters
+            finally:
+                result.close()
+
+    def records_marker(self, kinds: Sequence[str]) -> list[Any]:
+        """Cheap aggregates over the records of `kinds` that move whenever one is added, changed or
+        deleted by a sync: count, deleted count, max last_seen_run, max updated_at."""
+        query = select(func.count(), func.sum(case((records.c.deleted.is_(True), 1), else_=0)),
+                       func.max(records.c.last_seen_run), func.max(records.c.updated_at)).where(
+            records.c.kind.in_(list(kinds)))
+        with self.engine.connect() as conn:
+            count, deleted, run, updated = conn.execute(query).one()
+        if isinstance(updated, datetime):
+            updated = updated.isoformat()
+        return [int(count or 0), int(deleted or 0), run, None if updated is None else str(updated)]
+
+    def read_identity(self, table: str, columns: Sequence[str] | None = None) -> list[tuple[Any, ...]]:
+        """All rows of one identity table (`identity_links`, ...) as tuples of `columns` (default: all)."""
+        t = IDENTITY_TABLES[table]
+        cols = [t.c[name] for name in columns] if columns else list(t.columns)
+        with self.engine.connect() as conn:
+            return [tuple(r) for r in conn.execute(select(*cols)).fetchall()]
+
+    def iter_identity(self, table: str, columns: Sequence[str], batch_size: int = 100_000) -> Iterator[list[tuple]]:
+        """Batches of rows of one identity table, keyset-paginated on its primary key; only for plain
+        text and number columns (values come straight from the driver)."""
+        t = IDENTITY_TABLES[table]
+        pk = [c for c in t.primary_key.columns]
+        cols = [t.c[name] for name in columns]
+        where: list[Any] = []
+        while True:
+            query = select(*pk, *cols).where(*where).order_by(*pk).limit(batch_size)
+            page = self._raw_rows(query)
+            if page:
+                yield [row[len(pk):] for row in page]
+            if len(page) < batch_size:
+                return
+            where = [tuple_(*pk) > tuple_(*[literal(v) for v in page[-1][:len(pk)]])]
+
+    def identity_state(self, name: str) -> Any:
+        t = IDENTITY_TABLES["identity_state"]
+        with self.engine.connect() as conn:
+            return conn.execute(select(t.c.value).where(t.c.name == name)).scalar()
+
+    def write_identity(self, inserts: Mapping[str, Any] | None = None, upserts: Mapping[str, Any] | None = None,
+                       deletes: Mapping[str, Any] | None = None, chunk: int = 20_000) -> int:
+        """Apply changes to identity tables in one transaction; returns the rows touched.
+
+        Per table name (as in `IDENTITY_TABLES`): `inserts` are new rows, `upserts` rows that may exist
+        (every non-key column is replaced), `deletes` primary keys. Rows are an iterable of dicts or a
+        pandas DataFrame (the fast way for large tables), written in chunks.
+        """
+        touched = 0
+        with self.engine.begin() as conn:
+            for name, keys in (deletes or {}).items():
+                t = IDENTITY_TABLES[name]
+                pk = [c.name for c in t.primary_key.columns]
+                stmt = delete(t).where(*[t.c[c] == bindparam(f"k_{c}") for c in pk])
+                for batch in _chunks(keys, chunk):
+                    touched += self._bulk(conn, stmt, _prefixed(batch, pk), t)
+            for name, rows in (inserts or {}).items():
+                for batch in _chunks(rows, chunk):
+                    touched += self._bulk(conn, insert(IDENTITY_TABLES[name]), batch)
+            for name, rows in (upserts or {}).items():
+                t = IDENTITY_TABLES[name]
+                pk = [c.name for c in t.primary_key.columns]
+                stmt = self._insert(t)
+                stmt = stmt.on_conflict_do_update(
+                    index_elements=[t.c[c] for c in pk],
+                    set_={c.name: stmt.excluded[c.name] for c in t.columns if c.name not in pk})
+                for batch in _chunks(rows, chunk):
+                    touched += self._bulk(conn, stmt, batch)
+        return touched
+
+    def _bulk(self, conn: Connection, stmt: Any, rows: Any, table: Table | None = None) -> int:
+        """Execute `stmt` once per row through the driver's executemany, column by column: SQLAlchemy's
+        per-row parameter processing costs more than the database's own work on the large identity
+        tables. Values still pass through their columns' bind processors (UTC datetimes, JSON)."""
+        data = _columns(rows)
+        if not data or not len(next(iter(data.values()))):
+            return 0
+        dialect = self.engine.dialect
+        compiled = stmt.compile(dialect=dialect, column_keys=list(data) if table is None else None)
+        order = list(compiled.positiontup) if compiled.positional else list(compiled.bind_names.values())
+        source = table if table is not None else stmt.table
+        values = []
+        for key in order:
+            column = source.c[key.removeprefix("k_") if table is not None else key]
+            process = column.type._cached_bind_processor(dialect)
+            items = data[key]
+            if process is not None:
+                first = items[0]
+                if all(v is first for v in items):  # one value for every row (this run's timestamp)
+                    items = [process(first)] * len(items)
+                else:
+                    items = [process(v) for v in items]
+            values.append(items)
+        params: list[Any] = list(zip(*values))
+        if not compiled.positional:
+            params = [dict(zip(order, p)) for p in params]
+        conn.exec_driver_sql(str(compiled), params)
+        return len(params)
+
+
+def _columns(rows: Any) -> dict[str, list[Any]]:
+    """{column: values} from a DataFrame (missing values as None) or a list of dicts."""
+    if hasattr(rows, "columns"):
+        out = {}
+        for name in rows.columns:
+            column = rows[name]
+            items = column.tolist()
+            if column.isna().any():  # NaN (pandas' missing value) goes to the database as NULL
+                items = [None if isinstance(v, float) and v != v else v for v in items]
+            out[str(name)] = items
+        return out
+    rows = list(rows)
+    return {name: [r[name] for r in rows] for name in rows[0]} if rows else {}
+
+
+def _prefixed(keys: Any, pk: list[str]) -> dict[str, list[Any]] | list[dict[str, Any]]:
+    data = _columns(keys)
+    return [{f"k_{c}": v for c, v in zip(pk, row)} for row in zip(*(data[c] for c in pk))] if data else []
+
+
+def _chunks(rows: Any, size: int) -> Iterator[Any]:
+    """Slices of a DataFrame, or lists from any iterable."""
+    if hasattr(rows, "iloc"):
+        for start in range(0, len(rows), size):
+            yield rows.iloc[start:start + size]
+        return
+    it = iter(rows)
+    while batch := list(islice(it, size)):
+        yield batch
 
 
 def _as_utc(value: Any) -> datetime | None:

@@ -54,7 +54,7 @@ def rec(source_id: str, updated: datetime | None = T0, kind: str = "account", so
 
 
 def test_schema_is_created_and_matches_the_live_tables(store: Store) -> None:
-    assert store.schema_version() == SCHEMA_VERSION == 1
+    assert store.schema_version() == SCHEMA_VERSION == 2
     inspector = inspect(store.engine)
     tables = set(inspector.get_table_names())
     assert {"schema_version", "records", "cursors", "runs", "quarantine"} <= tables
@@ -69,14 +69,14 @@ def test_reopening_applies_nothing_twice(store_url: str) -> None:
     with Store(store_url) as again:
         with again.engine.connect() as conn:
             assert conn.execute(schema_version_table.select()).fetchall()[0].version == 1
-            assert len(conn.execute(schema_version_table.select()).fetchall()) == 1
+            assert len(conn.execute(schema_version_table.select()).fetchall()) == SCHEMA_VERSION
 
 
 def test_newer_schema_is_a_clear_error(store_url: str) -> None:
     with Store(store_url) as s, s.engine.begin() as conn:
         conn.execute(schema_version_table.insert().values(version=SCHEMA_VERSION + 5, applied_at=T0))
-    with pytest.raises(StoreError, match=r"schema version 6, but this version of retention-hub knows "
-                                         r"only up to 1; upgrade"):
+    with pytest.raises(StoreError, match=rf"schema version {SCHEMA_VERSION + 5}, but this version of "
+                                         rf"retention-hub knows only up to {SCHEMA_VERSION}; upgrade"):
         Store(store_url)
 
 
@@ -91,7 +91,7 @@ def test_later_migrations_run_in_order_once(store_url: str, monkeypatch: pytest.
 
     monkeypatch.setattr(store_module, "MIGRATIONS", [*store_module.MIGRATIONS, v2])
     with Store(store_url) as s:
-        assert s.schema_version() == 2
+        assert s.schema_version() == SCHEMA_VERSION + 1
         assert "extra_v2" in inspect(s.engine).get_table_names()
     Store(store_url).close()
     assert calls == [2]
