@@ -48,18 +48,20 @@ def run_demo(directory: Path, accounts: int, seed: int, say: Callable[[str], Non
             calls = {v: e.stats()["total"] for v, e in sandbox.emulators.items()}
             store.finish_run(run_id, "ok", counts={"sdk_reads": len(answers)}, api_calls=sum(calls.values()))
             synced = demo_sync(store, config, sandbox, say)
+            unified = demo_identity(store, config, say)
         say(f"API calls of the SDK reads: {calls}")
-        say("Pipeline stages still to come: identity, scoring, writeback (issues 4-6).")
+        say("Pipeline stages still to come: scoring, writeback (issues 5-6). "
+            "Review queue: rhub identity review --out review.csv")
         say(f"Keep a sandbox running with: rhub sandbox up --dir {directory}")
-        return {"sandbox": info, "sdk": answers, "api_calls": calls, "sync": synced,
+        return {"sandbox": info, "sdk": answers, "api_calls": calls, "sync": synced, "identity": unified,
                 "seconds": time.perf_counter() - t0}
     finally:
         sandbox.stop()
 
 
 def demo_sync(store: Store, config: HubConfig, sandbox: Sandbox, say: Callable[[str], None]) -> dict:
-    """A full sync of the vendor APIs into the store (the warehouse's millions of usage rows are
-    left to `rhub sync --source usage`, to keep the demo short)."""
+    """A full sync of the vendor APIs into the store, and of the warehouse's workspaces (its millions
+    of usage rows are left to `rhub sync --source usage`, to keep the demo short)."""
     from .connectors import build_connectors
     from .connectors.zendesk import ZendeskConnector
     from .sync.engine import sync
@@ -67,8 +69,8 @@ def demo_sync(store: Store, config: HubConfig, sandbox: Sandbox, say: Callable[[
     t0 = time.perf_counter()
     connectors = [ZendeskConnector(c.config, exports_per_minute=1000)  # the sandbox runs without limits
                   if isinstance(c, ZendeskConnector) else c
-                  for c in build_connectors(config, [s for s in config.sources.enabled() if s != "usage"])]
-    result = sync(store, connectors, until=sandbox.world.now())
+                  for c in build_connectors(config)]
+    result = sync(store, connectors, streams={"usage": ["accounts"]}, until=sandbox.world.now())
     records = sum(s.records for s in result.streams)
     calls = sum(s.calls for s in result.streams)
     say(f"Synced {records:,} records from {len(connectors)} sources in {len(result.streams)} streams with "
@@ -79,3 +81,17 @@ def demo_sync(store: Store, config: HubConfig, sandbox: Sandbox, say: Callable[[
     for error in result.errors:
         say(f"  error: {error}")
     return {"run_id": result.run_id, "status": result.status, "records": records, "api_calls": calls}
+
+
+def demo_identity(store: Store, config: HubConfig, say: Callable[[str], None]) -> dict:
+    """Unify the synced accounts and say how the systems matched."""
+    from .sync.identity import unify
+
+    result = unify(store, config.identity)
+    pairs = ", ".join(f"{k} {v:,}" for k, v in sorted(result.matched_pairs.items(), key=lambda kv: -kv[1])[:6])
+    say(f"Unified {result.records:,} account records into {result.unified:,} customers in {result.seconds:.1f} s "
+        f"({result.review:,} candidate pairs in review, {result.conflicts:,} conflicts, {result.unmatched:,} "
+        f"records alone); people linked {result.people_linked:,} of {result.people:,}")
+    say(f"  customers held by several systems: {pairs}")
+    return {"records": result.records, "unified": result.unified, "review": result.review,
+            "conflicts": result.conflicts}
