@@ -76,7 +76,6 @@ def usage_features(usage: pd.DataFrame, as_of: pd.Timestamp, ids: pd.Index) -> p
         sums = {n: rows[rows["age"] < n].groupby("unified_id")["value"].sum() / n for n in (30, 60, 90)}
         prev = {n: rows[(rows["age"] >= n) & (rows["age"] < 2 * n)].groupby("unified_id")["value"].sum() / n
                 for n in (30, 60, 90)}
-        prefix = "active_users" if metric == "active_users" else "api_calls"
         if metric == "active_users":
             out["active_users_30d"] = sums[30].reindex(ids)
             for n in (30, 60, 90):
@@ -84,7 +83,7 @@ def usage_features(usage: pd.DataFrame, as_of: pd.Timestamp, ids: pd.Index) -> p
             used = rows[rows["value"] > 0].groupby("unified_id")["age"].min()
             out["days_since_usage"] = used.reindex(ids).fillna(180.0).where(by.size().reindex(ids).notna())
         else:
-            out[f"{prefix}_trend_30d"] = _ratio(sums[30], prev[30]).reindex(ids)
+            out["api_calls_trend_30d"] = _ratio(sums[30], prev[30]).reindex(ids)
     for metric, name in (("features_used", "feature_breadth_30d"), ("sessions", "_sessions_30d")):
         rows = wide[(wide["metric"] == metric) & (wide["age"] < 30)]
         if not rows.empty:

@@ -21,7 +21,7 @@ Schemas (columns beyond `unified_id`):
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
 import pandas as pd
 
@@ -44,21 +44,15 @@ class Frames:
     unattributed: dict[str, int] = field(default_factory=dict)  # kind -> rows with no unified account
 
 
-# kind -> (columns read from the payload, with the frame column they become)
-COLUMNS: dict[str, dict[str, str]] = {
-    "subscriptions": {"status": "status", "mrr_minor": "mrr_minor", "contract_mrr_minor": "contract_mrr_minor",
-                      "quantity": "quantity", "currency": "currency", "interval": "interval",
-                      "plan_name": "plan_name", "start": "start", "canceled_at": "canceled_at",
-                      "ended_at": "ended_at", "cancel_at": "cancel_at",
-                      "cancellation_feedback": "cancellation_feedback"},
-    "invoices": {"created_at": "created_at", "amount_minor": "amount_minor", "amount_paid_minor": "amount_paid_minor",
-                 "status": "status", "attempted": "attempted", "paid": "paid", "attempt_count": "attempt_count",
-                 "payment_failed": "payment_failed", "paid_at": "paid_at", "billing_reason": "billing_reason"},
-    "tickets": {"created_at": "created_at", "solved_at": "solved_at", "priority": "priority",
-                "escalated": "escalated", "satisfaction": "satisfaction", "resolution_minutes": "resolution_minutes"},
-    "ratings": {"created_at": "created_at", "score": "score"},
-    "renewals": {"close_date": "close_date", "amount_minor": "amount_minor", "is_closed": "is_closed",
-                 "is_won": "is_won", "type": "type"},
+# kind -> the payload fields a frame keeps (under the same names)
+COLUMNS: dict[str, tuple[str, ...]] = {
+    "subscriptions": ("status", "mrr_minor", "contract_mrr_minor", "quantity", "currency", "interval", "plan_name",
+                      "start", "canceled_at", "ended_at", "cancel_at", "cancellation_feedback"),
+    "invoices": ("created_at", "amount_minor", "amount_paid_minor", "status", "attempted", "paid", "attempt_count",
+                 "payment_failed", "paid_at", "billing_reason"),
+    "tickets": ("created_at", "solved_at", "priority", "escalated", "satisfaction", "resolution_minutes"),
+    "ratings": ("created_at", "score"),
+    "renewals": ("close_date", "amount_minor", "is_closed", "is_won", "type"),
 }
 TIMES = {"start", "canceled_at", "ended_at", "cancel_at", "created_at", "paid_at", "solved_at", "close_date",
          "at", "updated_at", "day"}
@@ -116,8 +110,8 @@ class Loader:
 
 
 def _columns(kind: str) -> Callable[[dict, dict], dict]:
-    mapping = COLUMNS[kind]
-    return lambda rec, payload: {target: payload.get(source) for source, target in mapping.items()}
+    fields = COLUMNS[kind]
+    return lambda rec, payload: {name: payload.get(name) for name in fields}
 
 
 def load_frames(store: Store, accounts: AccountMap, people: AccountMap | None = None,
@@ -171,21 +165,16 @@ def load_frames(store: Store, accounts: AccountMap, people: AccountMap | None = 
                                       "value": p.get("value")})
     return Frames(
         accounts=accounts_frame,
-        subscriptions=_frame(subs, ["unified_id", "source_id", *COLUMNS["subscriptions"].values()]),
+        subscriptions=_frame(subs, ["unified_id", "source_id", *COLUMNS["subscriptions"]]),
         invoices=_frame(load.rows("invoice", "invoices", load.by_account, _columns("invoices")),
-                        ["unified_id", *COLUMNS["invoices"].values()]),
-        tickets=_frame(tickets, ["unified_id", "source", "source_id", *COLUMNS["tickets"].values()]),
-        ratings=_frame(ratings, ["unified_id", *COLUMNS["ratings"].values()]),
+                        ["unified_id", *COLUMNS["invoices"]]),
+        tickets=_frame(tickets, ["unified_id", "source", "source_id", *COLUMNS["tickets"]]),
+        ratings=_frame(ratings, ["unified_id", *COLUMNS["ratings"]]),
         renewals=_frame(load.rows("renewal", "renewals", load.by_account,
                                   lambda rec, p: {"source": rec["source"], **_columns("renewals")(rec, p)}),
-                        ["unified_id", "source", *COLUMNS["renewals"].values()]),
+                        ["unified_id", "source", *COLUMNS["renewals"]]),
         activities=_frame(activities, ["unified_id", "source", "at", "completed"]),
         contacts=_frame(contacts, ["unified_id", "source", "created_at", "updated_at", "deleted"]),
         usage=_frame(usage, ["unified_id", "source", "day", "metric", "value"]),
         unattributed=load.unattributed)
 
-
-def iter_kinds(frames: Frames) -> Iterable[tuple[str, pd.DataFrame]]:
-    for name in ("accounts", "subscriptions", "invoices", "tickets", "ratings", "renewals", "activities",
-                 "contacts", "usage"):
-        yield name, getattr(frames, name)

@@ -2,44 +2,21 @@
 RHUB_TEST_POSTGRES_URL is set): every matching method, conflicts, overrides, review, stable ids."""
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, text
 
 from retention_hub.config.models import Identity
 from retention_hub.connectors.records import record
 from retention_hub.sync.identity import (account_map, email_map, ensure_unified, links_frame, people_map, redirects,
                                          unified_accounts, unify)
 from retention_hub.sync.identity_overrides import save_decisions
-from retention_hub.sync.store import Store, metadata
+from retention_hub.sync.store import Store
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=timezone.utc)
-BACKENDS = ["sqlite"] + (["postgresql"] if os.environ.get("RHUB_TEST_POSTGRES_URL") else [])
 
 
-def _reset_postgres(url: str) -> None:
-    engine = create_engine(url)
-    with engine.begin() as conn:
-        for name in metadata.tables:
-            conn.execute(text(f'DROP TABLE IF EXISTS "{name}" CASCADE'))
-    engine.dispose()
-
-
-@pytest.fixture(params=BACKENDS)
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    if request.param == "sqlite":
-        with Store(f"sqlite:///{tmp_path / 'hub.db'}") as s:
-            yield s
-        return
-    url = os.environ["RHUB_TEST_POSTGRES_URL"]
-    _reset_postgres(url)
-    with Store(url) as s:
-        yield s
-    _reset_postgres(url)
 
 
 def account(source: str, source_id: str, name: str | None = None, *, at: datetime = T0, deleted: bool = False,

@@ -1,40 +1,16 @@
 """The store's identity tables (schema version 2) and the methods identity unification uses."""
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 import pandas as pd
-import pytest
-from sqlalchemy import create_engine, inspect, text
+from sqlalchemy import inspect
 
-from retention_hub.sync.store import IDENTITY_TABLES, SCHEMA_VERSION, Store, metadata
+from retention_hub.sync.store import IDENTITY_TABLES, SCHEMA_VERSION, Store
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=timezone.utc)
-BACKENDS = ["sqlite"] + (["postgresql"] if os.environ.get("RHUB_TEST_POSTGRES_URL") else [])
 
 
-def _reset_postgres(url: str) -> None:
-    engine = create_engine(url)
-    with engine.begin() as conn:
-        for name in metadata.tables:
-            conn.execute(text(f'DROP TABLE IF EXISTS "{name}" CASCADE'))
-    engine.dispose()
-
-
-@pytest.fixture(params=BACKENDS)
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    if request.param == "sqlite":
-        with Store(f"sqlite:///{tmp_path / 'hub.db'}") as s:
-            yield s
-        return
-    url = os.environ["RHUB_TEST_POSTGRES_URL"]
-    _reset_postgres(url)
-    with Store(url) as s:
-        yield s
-    _reset_postgres(url)
 
 
 def test_version_2_adds_the_identity_tables(store: Store) -> None:

@@ -1,13 +1,11 @@
 """The state store on SQLite (always) and PostgreSQL (when RHUB_TEST_POSTGRES_URL is set)."""
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Column, Integer, MetaData, Table, create_engine, inspect, text
+from sqlalchemy import Column, Integer, MetaData, Table, inspect
 
 from retention_hub.log import register_secret
 from retention_hub.sync import store as store_module
@@ -15,33 +13,9 @@ from retention_hub.sync.store import (RAW_LIMIT, SCHEMA_VERSION, Store, StoreErr
                                       schema_version_table)
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=timezone.utc)
-BACKENDS = ["sqlite"] + (["postgresql"] if os.environ.get("RHUB_TEST_POSTGRES_URL") else [])
-TEST_TABLES = ["extra_v2"]
 
 
-def _reset_postgres(url: str) -> None:
-    engine = create_engine(url)
-    with engine.begin() as conn:
-        for name in [*metadata.tables, *TEST_TABLES]:
-            conn.execute(text(f'DROP TABLE IF EXISTS "{name}" CASCADE'))
-    engine.dispose()
 
-
-@pytest.fixture(params=BACKENDS)
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'state' / 'hub.db'}"
-        return
-    url = os.environ["RHUB_TEST_POSTGRES_URL"]
-    _reset_postgres(url)
-    yield url
-    _reset_postgres(url)
-
-
-@pytest.fixture
-def store(store_url: str) -> Iterator[Store]:
-    with Store(store_url) as s:
-        yield s
 
 
 def rec(source_id: str, updated: datetime | None = T0, kind: str = "account", source: str = "hubspot",
