@@ -43,20 +43,61 @@ DEFAULT_SCORECARDS: list[dict[str, Any]] = [{
     ],
 }]
 
+DEFAULT_TICKET_TOPICS: dict[str, dict[str, list[str]]] = {
+    "pricing": {"tags": ["pricing", "discount", "billing_question"],
+                "words": ["price", "pricing", "discount", "seat count", "too expensive", "cost"]},
+    "export": {"tags": ["data_export", "export", "migration", "cancellation"],
+               "words": ["export", "migrat", "cancel our", "terminate"]},
+}
+
+_WHY = ("Health {health_score:.0f}/100 ({tier}, was {previous_score}); churn risk {churn_probability:.0%}; "
+        "likely reason: {churn_reason} ({evidence}). Drivers: {drivers}.")
+
+
+def _renewal(days: int, priority: str, subject: str) -> dict[str, Any]:
+    return {"name": f"renewal-{days}", "repeat": "renewal",
+            "when": {"days_to_renewal_lte": days, "days_to_renewal_gte": days - 29},
+            "holdout_share": 0.0, "budgeted": False,  # renewal preparation is operations, not an experiment
+            "steps": [{"key": f"renewal-prep-{days}", "subject": subject + " ({renewal_date})",
+                       "description": "Renewal of {name} ({arr}) on {renewal_date}. " + _WHY,
+                       "due_in_days": 7, "priority": priority}]}
+
+
+# in order: the first matching playbook is the account's playbook in the CRM; every matching one
+# creates its tasks (within the alert budget)
 DEFAULT_PLAYBOOKS: list[dict[str, Any]] = [
-    {"name": "renewal-at-risk", "when": {"tier": ["red"], "days_to_renewal_lte": 120},
-     "steps": [{"key": "exec-call", "subject": "Executive sponsor call before renewal",
-                "description": "Health is red with a renewal coming up: agree a success plan.",
-                "due_in_days": 5, "priority": "high"},
-               {"key": "renewal-plan", "subject": "Write the renewal plan", "due_in_days": 10}]},
-    {"name": "adoption-rescue", "when": {"tier": ["yellow", "red"], "reason": ["low_adoption"]},
-     "steps": [{"key": "usage-review", "subject": "Review product usage with the customer",
-                "due_in_days": 7, "priority": "high"},
-               {"key": "training", "subject": "Offer a training session", "due_in_days": 14}]},
-    {"name": "support-recovery", "when": {"tier": ["yellow", "red"], "reason": ["support"]},
-     "steps": [{"key": "ticket-review", "subject": "Review open and escalated tickets",
+    {"name": "red-escalation", "when": {"tier": ["red"]},
+     "steps": [{"key": "exec-escalation", "subject": "Executive escalation: {name} is red",
+                "description": _WHY + " Agree a rescue plan with an executive sponsor.",
+                "due_in_hours": 24, "priority": "high", "owner": "manager"}]},
+    {"name": "payment-recovery", "when": {"reason": ["payment_failure"], "tier": ["yellow", "red"]},
+     "steps": [{"key": "billing-contact", "subject": "Fix failed payments with {name}'s billing contact",
+                "description": _WHY, "due_in_days": 2, "priority": "high"}]},
+    {"name": "support-recovery", "when": {"reason": ["support"], "tier": ["yellow", "red"]},
+     "steps": [{"key": "ticket-review", "subject": "Review {name}'s open and escalated tickets with support",
+                "description": _WHY, "due_in_days": 3, "priority": "high"}]},
+    {"name": "adoption-rescue", "when": {"reason": ["low_adoption"], "tier": ["yellow", "red"]},
+     "steps": [{"key": "usage-review", "subject": "Usage review and training offer for {name}",
+                "description": _WHY, "due_in_days": 5, "priority": "high"}]},
+    {"name": "value-review", "when": {"reason": ["price"], "tier": ["yellow", "red"]},
+     "steps": [{"key": "roi-review", "subject": "ROI and packaging review with {name}",
+                "description": _WHY + " They are asking about price: show the value delivered before discussing terms.",
+                "due_in_days": 5, "priority": "high"}]},
+    {"name": "competitive-defense", "when": {"reason": ["competitor"], "tier": ["yellow", "red"]},
+     "steps": [{"key": "competitive-call", "subject": "Competitive risk at {name}: call the sponsor",
+                "description": _WHY + " Signs of evaluating or moving to another product.",
                 "due_in_days": 3, "priority": "high"}]},
-    {"name": "billing-recovery", "when": {"reason": ["payment_failure"]},
-     "steps": [{"key": "billing-contact", "subject": "Contact billing about failed payments",
-                "due_in_days": 2, "priority": "high"}]},
+    {"name": "champion-replacement", "when": {"reason": ["lost_champion"], "tier": ["yellow", "red"]},
+     "steps": [{"key": "new-champion", "subject": "Find and onboard a new champion at {name}",
+                "description": _WHY, "due_in_days": 5, "priority": "high"}]},
+    {"name": "yellow-intervention", "when": {"tier": ["yellow"]},
+     "steps": [{"key": "csm-intervention", "subject": "Check in with {name}: health is yellow",
+                "description": _WHY, "due_in_hours": 48, "priority": "normal"}]},
+    _renewal(120, "normal", "Renewal in 120 days: plan it"),
+    _renewal(90, "normal", "Renewal in 90 days: success review"),
+    _renewal(60, "high", "Renewal in 60 days: send the quote"),
+    _renewal(30, "high", "Renewal in 30 days: close it"),
+    {"name": "green-check-in", "when": {"tier": ["green"]}, "repeat": "quarter", "holdout_share": 0.0,
+     "steps": [{"key": "check-in", "subject": "Quarterly check-in with {name}", "description": _WHY,
+                "due_in_days": 14, "priority": "low"}]},
 ]

@@ -19,7 +19,7 @@ from pydantic import Field, PrivateAttr, ValidationInfo, field_validator, model_
 from pydantic_core import PydanticCustomError
 
 from .defaults import (DEFAULT_HUBSPOT_PROPERTIES, DEFAULT_PLAYBOOKS, DEFAULT_SALESFORCE_FIELDS,
-                       DEFAULT_SCORECARDS, DEFAULT_STORE_URL)
+                       DEFAULT_SCORECARDS, DEFAULT_STORE_URL, DEFAULT_TICKET_TOPICS)
 from .fields import (EnvText, FieldError, HttpUrl, Model, Name, Secret, Slug, check_database_url,
                      resolve_path, unique_names)
 
@@ -323,9 +323,23 @@ class Scorecard(Model):
 
 
 
+class TicketTopic(Model):
+    """Tickets about one topic (e.g. pricing): any of these tags, or a subject containing any of these
+    words (case-insensitive). Counted per account as the feature `<topic>_tickets_90d`."""
+
+    tags: list[Name] = Field(default_factory=list)
+    words: list[Annotated[str, Field(min_length=2)]] = Field(default_factory=list)
+
+
 class Scoring(Model):
     horizon_days: int = Field(90, ge=7, le=730)  # churn within this many days is what is predicted
     tiers: Tiers = Field(default_factory=Tiers)
+    # ticket topics that point at a churn reason (pricing -> price, export -> competitor)
+    ticket_topics: dict[Name, TicketTopic] = Field(
+        default_factory=lambda: {k: TicketTopic.model_validate(v) for k, v in DEFAULT_TICKET_TOPICS.items()})
+    # at most this many new playbook tasks per CSM per week; the rest wait, ranked by ARR at risk
+    tasks_per_csm_per_week: int = Field(15, ge=1, le=1000)
+    model_path: str | None = None  # the fitted churn model (default: beside the store, .rhub/churn_model.joblib)
     scorecards: list[Scorecard] = Field(
         default_factory=lambda: [Scorecard.model_validate(s) for s in DEFAULT_SCORECARDS], min_length=1)
 
@@ -353,14 +367,47 @@ class When(Model):
     score_lt: float | None = Field(None, ge=0, le=100)
     score_drop_gte: float | None = Field(None, gt=0, le=100)  # fall since the previous score
     churn_probability_gte: float | None = Field(None, ge=0, le=1)
+    tier_change: Literal["down", "up"] | None = None  # tier worse (down) or better (up) than the last score
+    lifecycle: list[Name] | None = None  # lifecycle stage, e.g. onboarding, renewal_window
+
+
+TEMPLATE_FIELDS = ("name", "tier", "health_score", "previous_score", "churn_probability", "churn_reason",
+                   "evidence", "drivers", "days_to_renewal", "renewal_date", "arr", "lifecycle", "playbook")
 
 
 class Step(Model):
+    """One CRM task. `subject` and `description` are str.format templates over TEMPLATE_FIELDS,
+    e.g. "Renewal in {days_to_renewal} days: {name}"."""
+
     key: Slug  # stable: identifies the CRM task across runs
     subject: Annotated[str, Field(min_length=1, max_length=255)]
     description: str = ""
-    due_in_days: int = Field(7, ge=0, le=365)
+    due_in_days: int | None = Field(None, ge=0, le=365)
+    due_in_hours: int | None = Field(None, ge=1, le=24 * 365)
     priority: Literal["high", "normal", "low"] = "normal"
+    owner: Literal["csm", "manager"] = "csm"  # csm: the account's owner in the CRM; manager: config below
+
+    @field_validator("subject", "description")
+    @classmethod
+    def _template(cls, value: str) -> str:
+        import string
+
+        try:
+            names = {f.split(".")[0].split("[")[0] for _, f, _, _ in string.Formatter().parse(value) if f is not None}
+        except ValueError as exc:
+            raise ValueError(f"bad template: {exc} (write {{{{ and }}}} for literal braces)") from None
+        unknown = sorted(names - set(TEMPLATE_FIELDS))
+        if unknown:
+            raise ValueError(f"unknown template field {{{unknown[0]}}}; known: {', '.join(TEMPLATE_FIELDS)}")
+        return value
+
+    @model_validator(mode="after")
+    def _due(self) -> "Step":
+        if self.due_in_days is not None and self.due_in_hours is not None:
+            raise FieldError("give due_in_days or due_in_hours, not both", "due_in_hours")
+        if self.due_in_days is None and self.due_in_hours is None:
+            self.due_in_days = 7
+        return self
 
 
 class Playbook(Model):
@@ -368,6 +415,10 @@ class Playbook(Model):
     when: When = Field(default_factory=When)
     steps: list[Step] = Field(min_length=1)
     holdout_share: float = Field(0.1, ge=0, le=0.5)  # share of matching accounts left untreated
+    # when the same account gets this playbook's tasks again: once per episode (the trigger must clear
+    # first), once per renewal date, or once per calendar quarter while the trigger holds
+    repeat: Literal["episode", "renewal", "quarter"] = "episode"
+    budgeted: bool = True  # counts against scoring.tasks_per_csm_per_week (renewal preparation does not)
 
     @model_validator(mode="after")
     def _keys(self) -> "Playbook":

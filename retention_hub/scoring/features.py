@@ -7,9 +7,13 @@ nothing is invented. Pure DataFrame functions: no store, no HTTP.
 """
 from __future__ import annotations
 
+import re
+from typing import Mapping
+
 import numpy as np
 import pandas as pd
 
+from ..config.models import TicketTopic
 from .frames import Frames
 
 DAY = pd.Timedelta(days=1)
@@ -33,6 +37,8 @@ LABELS: dict[str, str] = {
     "resolution_hours_90d": "median hours to resolve a ticket (90 days)",
     "csat_90d": "share of good satisfaction ratings (90 days)",
     "bad_ratings_90d": "bad satisfaction ratings in the last 90 days",
+    "pricing_tickets_90d": "tickets about price or discounts in the last 90 days",
+    "export_tickets_90d": "tickets about exporting data or migrating away in the last 90 days",
     "mrr": "monthly recurring revenue",
     "mrr_change_90d": "change in MRR over 90 days",
     "seats": "paid seats",
@@ -100,6 +106,22 @@ def _ratio(now: pd.Series, before: pd.Series) -> pd.Series:
     return (now / before.replace(0, np.nan) - 1).clip(-1, 10)
 
 
+def mark_topics(tickets: pd.DataFrame, topics: Mapping[str, TicketTopic]) -> pd.DataFrame:
+    """Add a boolean column `topic_<name>` per topic: a ticket carries one of its tags, or its subject
+    contains one of its words. Done once per frame (not per snapshot): it is string work."""
+    tags = tickets["tags"] if "tags" in tickets else pd.Series([[]] * len(tickets), index=tickets.index)
+    subjects = tickets["subject"].fillna("").astype(str).str.lower() if "subject" in tickets \
+        else pd.Series("", index=tickets.index)
+    for name, topic in topics.items():
+        wanted = {t.lower() for t in topic.tags}
+        hit = tags.map(lambda ts: bool(wanted.intersection(str(t).lower() for t in ts)) if isinstance(ts, list)
+                       else False).astype(bool)
+        if topic.words:
+            hit |= subjects.str.contains("|".join(re.escape(w.lower()) for w in topic.words), regex=True)
+        tickets[f"topic_{name}"] = hit.to_numpy()
+    return tickets
+
+
 def ticket_features(frames: Frames, as_of: pd.Timestamp, ids: pd.Index) -> pd.DataFrame:
     out = pd.DataFrame(index=ids)
     t = frames.tickets
@@ -116,6 +138,8 @@ def ticket_features(frames: Frames, as_of: pd.Timestamp, ids: pd.Index) -> pd.Da
     solved = _window(seen, "solved_at", as_of - 90 * DAY, as_of)
     hours = (solved["solved_at"] - solved["created_at"]) / pd.Timedelta(hours=1)
     out["resolution_hours_90d"] = hours.groupby(solved["unified_id"]).median().reindex(ids)
+    for column in [c for c in t if c.startswith("topic_")]:
+        out[f"{column[6:]}_tickets_90d"] = last90[last90[column]].groupby("unified_id").size().reindex(ids).fillna(0)
     r = _window(frames.ratings, "created_at", as_of - 90 * DAY, as_of)
     good = (r["score"] == "good").groupby(r["unified_id"])
     out["csat_90d"] = good.mean().reindex(ids)
@@ -173,8 +197,12 @@ def engagement_features(frames: Frames, as_of: pd.Timestamp, ids: pd.Index) -> p
     return out
 
 
-def build_features(frames: Frames, as_of: pd.Timestamp | str, ids: pd.Index | None = None) -> pd.DataFrame:
-    """One row per unified account (default: those active at `as_of`), indexed by unified_id."""
+def build_features(frames: Frames, as_of: pd.Timestamp | str, ids: pd.Index | None = None,
+                   topics: Mapping[str, TicketTopic] | None = None) -> pd.DataFrame:
+    """One row per unified account (default: those active at `as_of`), indexed by unified_id.
+    `topics` (config `scoring.ticket_topics`) adds `<topic>_tickets_90d` counts."""
+    if topics and not all(f"topic_{name}" in frames.tickets for name in topics):
+        mark_topics(frames.tickets, topics)
     as_of = pd.Timestamp(as_of)
     as_of = as_of.tz_localize("UTC") if as_of.tzinfo is None else as_of.tz_convert("UTC")
     ids = active_accounts(frames, as_of) if ids is None else pd.Index(ids, name="unified_id")

@@ -11,7 +11,7 @@ Schemas (columns beyond `unified_id`):
 - invoices: created_at, amount_minor, amount_paid_minor, status, attempted, paid, attempt_count,
   payment_failed, paid_at, billing_reason
 - tickets: source, source_id, created_at, solved_at, priority (low|normal|high|urgent), escalated, satisfaction
-  (good|bad|None), resolution_minutes
+  (good|bad|None), resolution_minutes, subject, tags (a list)
 - ratings: created_at, score (good|bad)
 - renewals: source, close_date, amount_minor, is_closed, is_won, type
 - activities: source, at (due date, else last change), completed
@@ -50,7 +50,8 @@ COLUMNS: dict[str, tuple[str, ...]] = {
                       "start", "canceled_at", "ended_at", "cancel_at", "cancellation_feedback"),
     "invoices": ("created_at", "amount_minor", "amount_paid_minor", "status", "attempted", "paid", "attempt_count",
                  "payment_failed", "paid_at", "billing_reason"),
-    "tickets": ("created_at", "solved_at", "priority", "escalated", "satisfaction", "resolution_minutes"),
+    "tickets": ("created_at", "solved_at", "priority", "escalated", "satisfaction", "resolution_minutes", "subject",
+                "tags"),
     "ratings": ("created_at", "score"),
     "renewals": ("close_date", "amount_minor", "is_closed", "is_won", "type"),
 }

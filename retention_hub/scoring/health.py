@@ -8,6 +8,8 @@ account's `missing` column lists it. Pure DataFrame functions.
 """
 from __future__ import annotations
 
+from typing import Any, Mapping
+
 import numpy as np
 import pandas as pd
 
@@ -79,7 +81,7 @@ def score_health(features: pd.DataFrame, scoring: Scoring, accounts: pd.DataFram
     return out
 
 
-def explain(row: pd.Series, previous: pd.Series | None = None, top: int = 3) -> str:
+def explain(row: Mapping[str, Any], previous: Mapping[str, Any] | None = None, top: int = 3) -> str:
     """A short sentence: the components that weigh most on the score, and what moved since last time."""
     parts = {k[2:]: v for k, v in row.items() if k.startswith("c_") and pd.notna(v)}
     weakest = sorted(parts.items(), key=lambda kv: kv[1])[:top]
