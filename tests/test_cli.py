@@ -78,7 +78,7 @@ def test_init_then_validate(tmp_path: Path) -> None:
     for fragment in ("salesforce: https://yourcompany.my.salesforce.com, OAuth client_credentials",
                      "hubspot: https://api.hubapi.com", "stripe: https://api.stripe.com",
                      "usage: csv", "(disabled)", "salesforce: 11 fields, conflict policy flag",
-                     "horizon 90 days", "renewal-at-risk", "sync every 60 min"):
+                     "horizon 90 days", "red-escalation", "sync every 60 min"):
         assert fragment in result.stdout, fragment
     for value in TEMPLATE_ENV.values():
         if value != TEMPLATE_ENV["SALESFORCE_CLIENT_ID"]:  # the client id is not a secret

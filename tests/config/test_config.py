@@ -52,7 +52,7 @@ def test_minimal_file_gets_defaults(tmp_path: Path) -> None:
     assert config.scoring.horizon_days == 90
     assert (config.scoring.tiers.green, config.scoring.tiers.yellow) == (70, 40)
     assert [s.name for s in config.scoring.scorecards] == ["default"]
-    assert {p.name for p in config.playbooks} >= {"renewal-at-risk", "billing-recovery"}
+    assert {p.name for p in config.playbooks} >= {"red-escalation", "payment-recovery", "renewal-30"}
     assert all(0 <= p.holdout_share <= 0.5 for p in config.playbooks)
     assert set(config.schedules.jobs()) == {"sync", "score", "writeback", "renewal_scan", "report"}
     assert (config.identity.auto_accept, config.identity.review_threshold) == (0.9, 0.6)
@@ -78,13 +78,13 @@ def test_defaults_and_env_expansion_for_plain_values(tmp_path: Path) -> None:
           tiers: {green: "${GREEN}", yellow: 35}
         playbooks:
           - name: literal
-            steps: [{key: a, subject: "Costs $${PRICE} now"}]
+            steps: [{key: a, subject: "Costs $${{PRICE}} now"}]
         """)
     config = load_config(path, {"ZD_TOKEN": SECRET, "GREEN": "80"})
     assert config.sources.zendesk.subdomain == "acme"
     assert config.sources.zendesk.url == "https://acme.zendesk.com"
     assert config.scoring.horizon_days == 30 and config.scoring.tiers.green == 80
-    assert config.playbooks[0].steps[0].subject == "Costs ${PRICE} now"
+    assert config.playbooks[0].steps[0].subject == "Costs ${{PRICE}} now"  # a template: renders ${PRICE}
     config = load_config(path, {"ZD_TOKEN": SECRET, "GREEN": "80", "HORIZON": "120", "ZD_SUB": "globex"})
     assert config.scoring.horizon_days == 120 and config.sources.zendesk.subdomain == "globex"
     # POSIX ':-': an empty variable takes the default too
