@@ -373,5 +373,207 @@ def identity_review(config_path: Path, out: Path | None, import_path: Path | Non
     click.echo(json.dumps(summary, indent=2) if as_json else text)
 
 
+def _as_of_option(func: Any) -> Any:
+    return click.option("--as-of", "as_of", default=None, metavar="DATE",
+                        help="Score as of this UTC date/time (default: now), e.g. 2026-11-01.")(func)
+
+
+def _parse_as_of(value: str | None) -> Any:
+    import pandas as pd
+
+    if value is None:
+        return None
+    try:
+        return pd.Timestamp(value)
+    except ValueError:
+        click.echo(f"error: --as-of {value!r} is not a date (use e.g. 2026-11-01 or 2026-11-01T06:00)", err=True)
+        raise click.exceptions.Exit(EXIT_USAGE) from None
+
+
+def _money(value: float | None) -> str:
+    return "-" if value is None or value != value else f"{value:,.0f}"
+
+
+@main.group(invoke_without_command=True)
+@config_option
+@_as_of_option
+@click.option("--retrain", is_flag=True, help="Train a new churn model first (else the stored one is used).")
+@click.option("--top", default=10, show_default=True, type=click.IntRange(0, 1000), help="Accounts at risk to list.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.pass_context
+def score(ctx: click.Context, config_path: Path, as_of: str | None, retrain: bool, top: int, as_json: bool) -> None:
+    """Score every active account: health, churn probability, reason, lifecycle, playbooks.
+
+    Saves the scores, playbook tasks and history in the store; prints the tier distribution and the
+    accounts with the most ARR at risk. Subcommands export and backtest.
+    """
+    if ctx.invoked_subcommand is not None:
+        ctx.obj = {**(ctx.obj or {}), "config_path": config_path, "as_of": as_of}
+        return
+    import json
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from .scoring.run import score as run_score
+    from .sync.store import Store
+
+    config = load_config(config_path)
+    say = (lambda _: None) if as_json else click.echo
+    with Store(config.store.url) as store:
+        done = run_score(store, config, _parse_as_of(as_of), retrain=retrain, say=say)
+    scores, tasks = done.result.scores, done.result.tasks
+    risk = (scores["churn_probability"] * scores["arr"]).rename("arr_at_risk")
+    ranked = scores.assign(arr_at_risk=risk).sort_values("arr_at_risk", ascending=False).head(top)
+    tiers = {t: int((scores["tier"] == t).sum()) for t in ("green", "yellow", "red")}
+    summary = {"run_id": done.run_id, "as_of": str(done.result.as_of), "accounts": len(scores), "tiers": tiers,
+               "arr_at_risk": round(float(risk.sum()), 2), "model_id": done.model_id, "model_trained": done.trained,
+               "tasks_new": int((tasks["status"] == "new").sum()),
+               "tasks_deferred": int((tasks["status"] == "deferred").sum()),
+               "held_out": int(scores["held_out"].sum()), "notes": done.result.notes,
+               "seconds": {k: round(v, 1) for k, v in done.seconds.items()},
+               "top_at_risk": ranked[["unified_id", "name", "tier", "churn_probability", "arr", "arr_at_risk",
+                                      "churn_reason"]].to_dict("records")}
+    if as_json:
+        click.echo(json.dumps(summary, indent=2, default=str))
+        return
+    n = max(len(scores), 1)
+    click.echo(f"Scored {len(scores):,} active accounts as of {done.result.as_of:%Y-%m-%d %H:%M} UTC "
+               f"(run {done.run_id}, model {done.model_id}{', just trained' if done.trained else ''}).")
+    click.echo("Tiers: " + ", ".join(f"{t} {c:,} ({c / n:.0%})" for t, c in tiers.items())
+               + f"; ARR at risk {_money(summary['arr_at_risk'])}")
+    click.echo(f"Playbook tasks: {summary['tasks_new']:,} new, {summary['tasks_deferred']:,} deferred by the alert "
+               f"budget; {summary['held_out']:,} accounts in holdouts.")
+    for note in done.result.notes:
+        click.echo(f"note: {note}")
+    if top and len(ranked):
+        table = Table(title=f"Top {len(ranked)} ARR at risk")
+        for column in ("account", "tier", "churn risk", "ARR", "at risk", "likely reason", "playbook"):
+            table.add_column(column, justify="right" if column in ("churn risk", "ARR", "at risk") else "left")
+        for row in ranked.itertuples():
+            table.add_row(str(row.name or row.unified_id), str(row.tier), f"{row.churn_probability:.0%}",
+                          _money(row.arr), _money(row.arr_at_risk), str(row.churn_reason or "-"),
+                          str(row.playbook if isinstance(row.playbook, str) else "-"))
+        Console().print(table)
+
+
+@score.command("export")
+@click.option("--out", "-o", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="CSV to write, one row per account of the latest scoring run.")
+@click.pass_context
+def score_export(ctx: click.Context, out: Path) -> None:
+    """Write the latest scores: unified_id, health_score, tier, previous_score, churn_probability,
+    churn_reason, drivers, playbook and the rest of the score table."""
+    from .scoring.pipeline import SCORE_COLUMNS
+    from .sync.store import Store
+
+    config = load_config(ctx.obj["config_path"])
+    with Store(config.store.url) as store:
+        latest = store.latest_scores()
+    if latest is None:
+        click.echo("error: nothing scored yet: run rhub score first", err=True)
+        raise click.exceptions.Exit(1)
+    run_id, frame = latest
+    first = ["unified_id", "health_score", "tier", "previous_score", "churn_probability", "churn_reason", "drivers",
+             "playbook"]
+    frame[first + [c for c in SCORE_COLUMNS if c not in first]].to_csv(out, index=False)
+    click.echo(f"Wrote {len(frame):,} accounts from scoring run {run_id} to {out}")
+
+
+@score.command("backtest")
+@click.option("--months", default=12, show_default=True, type=click.IntRange(1, 36))
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def score_backtest(ctx: click.Context, months: int, as_json: bool) -> None:
+    """How the configured scorecard would have ranked the accounts that then churned, month by month:
+    ROC AUC of the health score and the churn rate per tier (evidence for changing weights)."""
+    from .scoring.run import run_backtest
+    from .sync.store import Store
+
+    config = load_config(ctx.obj["config_path"])
+    with Store(config.store.url) as store:
+        try:
+            table = run_backtest(store, config, _parse_as_of(ctx.obj["as_of"]), months)
+        except ValueError as exc:
+            click.echo(f"error: {exc}", err=True)
+            raise click.exceptions.Exit(1) from None
+    if as_json:
+        click.echo(table.to_json(orient="records", indent=2))
+        return
+    click.echo(f"Scorecard backtest: churn within {config.scoring.horizon_days} days after each snapshot")
+    click.echo(f"{'snapshot':<11} {'accounts':>8} {'churned':>8} {'ROC AUC':>8}   churn rate: red / yellow / green")
+    for row in table.itertuples():
+        auc = "-" if row.auc != row.auc else f"{row.auc:.3f}"
+        rates = " / ".join("-" if r != r else f"{r:.1%} ({n:,})" for r, n in
+                           ((row.red_churn, row.red_accounts), (row.yellow_churn, row.yellow_accounts),
+                            (row.green_churn, row.green_accounts)))
+        click.echo(f"{row.month:<11} {row.accounts:>8,} {row.churned:>8,} {auc:>8}   {rates}")
+
+
+@main.group()
+def model() -> None:
+    """The churn model: train it on the history, show how well it predicts."""
+
+
+@model.command("train")
+@config_option
+@_as_of_option
+@click.option("--months", default=12, show_default=True, type=click.IntRange(2, 36),
+              help="Monthly snapshots of history to train on.")
+def model_train(config_path: Path, as_of: str | None, months: int) -> None:
+    """Train the churn model on point-in-time snapshots and store it (scoring then uses it)."""
+    from .scoring.evaluation import render_text
+    from .scoring.run import train_and_store, utc
+    from .sync.store import Store
+
+    config = load_config(config_path)
+    with Store(config.store.url) as store:
+        try:
+            done = train_and_store(store, config, utc(_parse_as_of(as_of)), months=months)
+        except ValueError as exc:
+            click.echo(f"error: {exc}", err=True)
+            raise click.exceptions.Exit(1) from None
+    m = done.model
+    click.echo(f"Trained model {done.model_id} in {done.seconds:.0f} s on {m.n_rows_:,} snapshot rows "
+               f"({m.n_positives_:,} churned) from {months} monthly snapshots.")
+    if m.fallback_:
+        click.echo(f"note: {m.fallback_reason_}")
+    else:
+        click.echo(render_text(m.validation_))
+
+
+@model.command("report")
+@config_option
+@click.option("--json", "as_json", is_flag=True)
+def model_report(config_path: Path, as_json: bool) -> None:
+    """The stored model's validation report: ROC AUC, PR AUC, Brier, calibration, lift, per segment."""
+    import json
+
+    from .scoring.evaluation import render_text
+    from .sync.store import Store
+
+    config = load_config(config_path)
+    with Store(config.store.url) as store:
+        found = store.latest_model(summary=True)
+    if found is None:
+        click.echo("error: no churn model stored yet: run rhub model train (or rhub score)", err=True)
+        raise click.exceptions.Exit(1)
+    model_id, info = found
+    if as_json:
+        click.echo(json.dumps({"model_id": model_id, **info}, indent=2, default=str))
+        return
+    window = info.get("training_window") or ["?", "?"]
+    click.echo(f"Model {model_id}, trained {info.get('trained_at')}: {info['n_rows']:,} rows "
+               f"({info['n_positives']:,} churned), snapshots {window[0][:10]} .. {window[1][:10]}; "
+               f"{len(info['features'])} features")
+    if info.get("fallback"):
+        click.echo(f"note: {info['fallback_reason']}")
+        return
+    v = info["validation"]
+    click.echo(f"Validated on {v.get('validation_time') or 'a held-out split'} ({v.get('split')} split, "
+               f"calibration {v.get('calibration_method')}):")
+    click.echo(render_text(v))
+
+
 if __name__ == "__main__":  # pragma: no cover - `python -m retention_hub.cli`
     main()

@@ -28,18 +28,21 @@ DEFAULT_HUBSPOT_PROPERTIES: dict[str, str] = {
 DEFAULT_SCORECARDS: list[dict[str, Any]] = [{
     "name": "default",
     "components": [
+        # flat usage is healthy: only a fall costs points
         {"name": "usage_trend", "weight": 3, "feature": "active_users_trend_30d",
-         "direction": "higher_is_better", "method": "percentile"},
-        {"name": "seat_utilization", "weight": 2, "feature": "seat_utilization",
-         "direction": "higher_is_better", "thresholds": [0.3, 0.5, 0.7, 0.9]},
+         "direction": "higher_is_better", "thresholds": [-0.5, -0.3, -0.15, -0.05]},
+        # daily active users per paid seat: about half on a working day is typical of a healthy team
+        {"name": "seat_utilization", "weight": 3, "feature": "seat_utilization",
+         "direction": "higher_is_better", "thresholds": [0.15, 0.25, 0.35, 0.45]},
         {"name": "support_load", "weight": 1.5, "feature": "high_priority_tickets_90d",
          "direction": "lower_is_better", "thresholds": [0.5, 1.5, 3.5, 6.5]},
         {"name": "satisfaction", "weight": 1, "feature": "csat_90d",
          "direction": "higher_is_better", "thresholds": [0.5, 0.7, 0.85, 0.95]},
         {"name": "billing", "weight": 2, "feature": "failed_payments_90d",
          "direction": "lower_is_better", "thresholds": [0.5, 1.5, 2.5]},
-        {"name": "engagement", "weight": 1, "feature": "days_since_last_activity",
-         "direction": "lower_is_better", "thresholds": [7, 14, 30, 60]},
+        # small accounts are touched a few times a year: only long silence costs points
+        {"name": "engagement", "weight": 0.5, "feature": "days_since_last_activity",
+         "direction": "lower_is_better", "thresholds": [30, 60, 120, 240]},
     ],
 }]
 

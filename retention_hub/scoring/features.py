@@ -49,6 +49,9 @@ LABELS: dict[str, str] = {
     "tenure_days": "days as a customer",
     "days_since_last_activity": "days since the CSM's last activity",
     "contacts_lost_90d": "contacts who left in the last 90 days",
+    "has_usage": "product usage data available",
+    "has_tickets": "has ever filed a support ticket",
+    "health_score": "health score",
 }
 
 
