@@ -346,7 +346,8 @@ class Builder(Recorder):
         self.world.version += 1
 
     def write_meter(self, first: int, until_day: int) -> None:
-        """Daily API-call sums for metered customers (Stripe keeps the recent months)."""
+        """Daily API-call sums for metered customers (Stripe keeps the recent months): 40 per active
+        user, less while a competitor cause moves the customer's integrations away."""
         usage = self.world.stripe_meter_usage[self.meter_id]
         # Stripe takes no meter events for a customer deleted since (through its API, say)
         gone = self.world.stripe["customer"]
@@ -357,7 +358,9 @@ class Builder(Recorder):
             active, users = warehouse.day_users(self.pop, self.world.seed, self.world.anchor, d)
             keep = metered[active]
             start = unix(self.at(d))
-            for k, calls in zip(active[keep].tolist(), (users[keep] * 40).tolist()):
+            who = active[keep]
+            sums = np.rint(users[keep] * 40 * timeline.api_share(self.pop, who, d)).astype(np.int64)
+            for k, calls in zip(who.tolist(), sums.tolist()):
                 value = floats.get(calls)
                 if value is None:
                     value = floats[calls] = float(calls)

@@ -6,7 +6,7 @@ before the window (a ticket solved, an invoice paid) are created once in their f
 `tests/sandbox/test_generator_paths.py` checks that all this gives the same world as applying
 every event through the ``*_put`` helpers.
 
-Records share a few constant sub-objects (ticket ``via``, empty tag lists, the "unoffered" rating,
+Records share a few constant sub-objects (ticket ``via``, tag lists, the "unoffered" rating,
 minutes and paid invoices' status_transitions): neither the handlers nor the emulators change stored
 sub-objects in place, they replace them.
 """
@@ -18,18 +18,19 @@ from typing import Any
 from .population import CAUSES, PRICE_PER_SEAT, Population
 from .record_ops import RecordOps
 from .timeline import (ACTIVITY_KINDS, ACTIVITY_SUBJECTS, DAY, FACTOR_SCALE, HOUR, PRIORITIES, RETRY_DAYS,
-                       TICKET_SUBJECTS, TICKET_TYPES, Kind, ticket_flags)
+                       SUBJECT_TAG, SUBJECTS, TICKET_TYPES, Kind, ticket_flags)
 from .world import hubspot_date_value
 
 STRIPE_FEEDBACK = {"price": "too_expensive", "competitor": "switched_service", "low_adoption": "unused",
                    "support": "customer_service", "payment_failure": None, "lost_champion": "other"}
 VIA_EMAIL = {"channel": "email"}
-NO_TAGS: list[str] = []
-ESCALATED_TAGS = ["escalated"]
 NO_FIELDS: list[Any] = []
 UNOFFERED = {"score": "unoffered"}
 NO_MINUTES = {"calendar": None, "business": None}
-DESCRIPTIONS = tuple(s + "." for s in TICKET_SUBJECTS)
+DESCRIPTIONS = tuple(s + "." for s in SUBJECTS)
+# a Zendesk ticket's tags per (subject, escalated): its topic's tag (pricing, data_export), "escalated"
+TAGS = tuple(tuple([*([tag] if tag else []), *(["escalated"] if escalated else [])] for escalated in (False, True))
+             for tag in SUBJECT_TAG)
 CASE_PRIORITY = {"low": "Low", "normal": "Medium", "high": "High", "urgent": "High"}
 HS_PRIORITY = {"low": "LOW", "normal": "MEDIUM", "high": "HIGH", "urgent": "URGENT"}
 HS_TASK_TYPE = {"Call": "CALL", "Email": "EMAIL", "Task": "TODO"}
@@ -423,7 +424,7 @@ class Recorder(RecordOps):
         c = self.customers[i]
         to_solve, flags = packed >> 24, packed & 0xFFFFFF
         priority_i, type_i, subject_i, escalated, rated, bad, agent_i = ticket_flags(flags)
-        priority, subject = PRIORITIES[priority_i], TICKET_SUBJECTS[subject_i]
+        priority, subject = PRIORITIES[priority_i], SUBJECTS[subject_i]
         solved = t + to_solve
         folded = solved < self.fold_ms  # solved before the window: created in its final state
         if c.in_zd and c.zd_org is not None:
@@ -438,7 +439,7 @@ class Recorder(RecordOps):
                        "priority": priority, "status": "solved", "requester_id": requester,
                        "submitter_id": requester, "assignee_id": self.agents[agent_i % len(self.agents)],
                        "organization_id": c.zd_org, "group_id": None,
-                       "tags": ESCALATED_TAGS if escalated else NO_TAGS, "via": VIA_EMAIL,
+                       "tags": TAGS[subject_i][escalated], "via": VIA_EMAIL,
                        "custom_fields": NO_FIELDS, "external_id": None, "satisfaction_rating": UNOFFERED,
                        "_metric_set": {"solved_at": done, "full_resolution_time_in_minutes":
                                        self.minutes(minutes, int(minutes * 0.4)), "reply_time_in_minutes": reply},
@@ -451,7 +452,7 @@ class Recorder(RecordOps):
                 "subject": subject, "description": DESCRIPTIONS[subject_i], "type": TICKET_TYPES[type_i],
                 "priority": priority, "status": "new", "requester_id": requester, "submitter_id": requester,
                 "assignee_id": self.agents[agent_i % len(self.agents)], "organization_id": c.zd_org,
-                "group_id": None, "tags": ESCALATED_TAGS if escalated else NO_TAGS, "via": VIA_EMAIL,
+                "group_id": None, "tags": TAGS[subject_i][escalated], "via": VIA_EMAIL,
                 "custom_fields": NO_FIELDS, "external_id": None, "satisfaction_rating": UNOFFERED,
                 "_metric_set": {"solved_at": None, "full_resolution_time_in_minutes": NO_MINUTES,
                                 "reply_time_in_minutes": reply}}, t)

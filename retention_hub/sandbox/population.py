@@ -25,12 +25,16 @@ PHI, SIGMA_STATIONARY = 0.985, 0.55
 BETA = -1.3  # churn log-odds per unit of health
 ALPHA = {"monthly": -4.3, "annual": -2.1}
 SHOCK_RAMP = 45
+CAUSE_RATE = 0.5  # share of customers whose health a cause hits at some point of the simulation
+FIT_SD = 0.55  # spread of the customers' fit levels mu
 HEALTH_BLOCK = 32  # days of health simulated per vectorised step
 
 CAUSES = ("price", "competitor", "low_adoption", "support", "payment_failure", "lost_champion")
 CAUSE_SHARE = np.array([0.18, 0.14, 0.26, 0.16, 0.12, 0.14])
-# reasons when a customer churns with no active shock: mostly unobservable causes
-BACKGROUND_REASON_SHARE = np.array([0.40, 0.40, 0.12, 0.04, 0.0, 0.04])
+# a customer that churns with no cause active at its renewal decision churned because its health
+# drifted low with no specific trigger: product fit / low adoption (its usage follows its health,
+# which is often only a little lower than that of customers who stay)
+BACKGROUND_REASON = CAUSES.index("low_adoption")
 SEGMENTS = ("SMB", "Mid-Market", "Enterprise")
 PLANS = ("Starter", "Growth", "Enterprise")
 PRICE_PER_SEAT = np.array([2_500, 4_000, 6_500])  # minor units (USD cents) per seat per month
@@ -100,9 +104,9 @@ def simulate(n: int, seed: int) -> Population:
     start_day = np.where(old, -rng.integers(1, 1500, n), rng.integers(0, HISTORY_DAYS - 20, n))
     discount = np.where(rng.random(n) < 0.35, rng.choice([0.1, 0.15, 0.2, 0.3], n), 0.0)
     metered = rng.random(n) < 0.2
-    mu = rng.normal(0.15, 0.55, n) + 0.15 * segment
+    mu = rng.normal(0.15, FIT_SD, n) + 0.15 * segment
 
-    has_cause = rng.random(n) < 0.5
+    has_cause = rng.random(n) < CAUSE_RATE
     cause = np.where(has_cause, rng.choice(len(CAUSES), size=n, p=CAUSE_SHARE), -1)
     onset = np.where(has_cause, rng.integers(-60, days, n), 10**6)
     depth = rng.uniform(0.8, 2.2, n)
@@ -140,10 +144,11 @@ def simulate(n: int, seed: int) -> Population:
         ci = idx[churned]
         churn_day[ci] = r[ci]
         alive[ci] = False
-    shock_active = (cause >= 0) & (onset <= churn_day) & (recovers_at > churn_day)
-    background = rng.choice(len(CAUSES), size=n, p=BACKGROUND_REASON_SHARE)
+    # the cause is the reason when it was pulling health down on the day the decision was taken
+    decided = churn_day - DECISION_LAG
+    shock_active = (cause >= 0) & (onset <= decided) & (recovers_at > decided)
     churned_any = churn_day < 10**6
-    churn_reason[churned_any] = np.where(shock_active, cause, background)[churned_any]
+    churn_reason[churned_any] = np.where(shock_active, cause, BACKGROUND_REASON)[churned_any]
 
     pop = Population(n, days, segment, seats, annual, start_day, discount, metered, mu, health, cause,
                      onset, churn_day, churn_reason, np.full(n, np.nan), depth, recovers_at)

@@ -22,16 +22,30 @@ DAY = 86_400_000  # milliseconds
 HOUR = 3_600_000
 OLD_EVENT_DAYS = 31  # invoices and activity from before the history window are not generated
 RETRY_DAYS = (0, 3, 5, 7)  # Stripe's smart retries: attempt n is RETRY_DAYS[n] days after the first
-TICKET_SUBJECTS = ("Cannot export report", "SSO login fails", "Billing question", "API rate limit errors",
+# everyday tickets: none of them speaks of price or of leaving (those are the cause topics below)
+TICKET_SUBJECTS = ("Report download fails", "SSO login fails", "Billing question", "API rate limit errors",
                    "Dashboard slow", "How do I add seats?", "Integration sync stopped",
                    "Feature request: bulk edit")
+# tickets a cause makes the customer file, from its onset until it recovers, with their Zendesk tag
+PRICING_SUBJECTS = ("Question about our renewal price", "Can we get a discount?",
+                    "Reduce our seat count before renewal")
+EXPORT_SUBJECTS = ("How do we export all our data?", "Bulk export via the API", "Data migration: field mapping")
+SUBJECTS = TICKET_SUBJECTS + PRICING_SUBJECTS + EXPORT_SUBJECTS  # a TICKET's subject indexes this
+SUBJECT_TAG = (None,) * len(TICKET_SUBJECTS) + ("pricing",) * len(PRICING_SUBJECTS) \
+    + ("data_export",) * len(EXPORT_SUBJECTS)
+TOPIC_DAYS = (30, 60)  # a customer with the cause files one topic ticket per 30-60 days (its own pace)
+PRICE_SEAT_CUT = 0.4  # share of price causes that cut seats within 60 days of the onset
+API_DECLINE = 0.5  # API calls left to a competitor cause's customer once it has moved its integrations
+API_DECLINE_DAYS = 30  # ... over this many days from the onset
 TICKET_TYPES = ("question", "incident", "problem", "task")
 PRIORITIES = ("low", "normal", "high", "urgent")
 ACTIVITY_KINDS = ("Call", "Email", "Task")
 ACTIVITY_SUBJECTS = ("Quarterly business review", "Check-in call", "Onboarding session", "Adoption review",
                      "Renewal prep", "Executive sponsor sync")
 FACTOR_SCALE = 1_000_000_000  # seat-change factors travel as integers (billionths)
-_SUPPORT, _PAYMENT, _CHAMPION = (CAUSES.index(c) for c in ("support", "payment_failure", "lost_champion"))
+AGENT_MASK = 0x1FFF  # a ticket's agent index: 13 bits of its flags
+_PRICE, _COMPETITOR, _SUPPORT, _PAYMENT, _CHAMPION = (
+    CAUSES.index(c) for c in ("price", "competitor", "support", "payment_failure", "lost_champion"))
 
 
 class Kind(IntEnum):
@@ -43,7 +57,8 @@ class Kind(IntEnum):
     ATTEMPT: a = invoice number, b = attempt index * 16 + attempt pattern.
     RENEWAL_OPEN: a = renewal (close) day. RENEWAL_CLOSE: a = 1 if won.
     SEATS: a = seat-change factor in billionths.
-    TICKET: a = ticket number, b = (milliseconds to solve << 24) | flags (see `ticket_flags`).
+    TICKET: a = ticket number, b = (milliseconds to solve << 24) | flags (see `ticket_flags`); the
+        subject indexes SUBJECTS (everyday, or a price or competitor cause's topic with its tag).
     SOLVE: a = ticket number, b = milliseconds since the ticket was opened.
     ACTIVITY: a = index into ACTIVITY_KINDS, b = index into ACTIVITY_SUBJECTS.
     CHURN: a = index into CAUSES (the reason).
@@ -88,8 +103,24 @@ class Timeline:
 
 def ticket_flags(flags: int) -> tuple[int, int, int, bool, bool, bool, int]:
     """(priority, type, subject, escalated, rated, bad score, agent index) from a TICKET's flags."""
-    return (flags & 3, (flags >> 2) & 3, (flags >> 4) & 7, bool(flags >> 7 & 1), bool(flags >> 8 & 1),
-            bool(flags >> 9 & 1), flags >> 10 & 0x3FFF)
+    return (flags & 3, (flags >> 2) & 3, (flags >> 4) & 15, bool(flags >> 8 & 1), bool(flags >> 9 & 1),
+            bool(flags >> 10 & 1), flags >> 11 & AGENT_MASK)
+
+
+def _pack_flags(priority: np.ndarray, kind: np.ndarray, subject: np.ndarray, escalated: np.ndarray,
+                rated: np.ndarray, bad: np.ndarray, agent: np.ndarray) -> np.ndarray:
+    """The inverse of `ticket_flags`, for arrays (24 bits: the time to solve goes above them)."""
+    return (priority | kind << 2 | subject << 4 | escalated.astype(np.int64) << 8 | rated.astype(np.int64) << 9
+            | bad.astype(np.int64) << 10 | (agent & AGENT_MASK) << 11)
+
+
+def api_share(pop: Population, customers: np.ndarray, day: int) -> np.ndarray:
+    """Share of their usual API calls `customers` still make on `day`: a competitor cause's customer
+    moves its integrations away over API_DECLINE_DAYS from the onset (until it recovers)."""
+    onset, recovers = pop.onset[customers], pop.recovers_at[customers]
+    moving = (pop.cause[customers] == _COMPETITOR) & (onset <= day) & (day < recovers)
+    ramp = np.clip((day - onset) / API_DECLINE_DAYS, 0.0, 1.0)
+    return np.where(moving, 1.0 - (1.0 - API_DECLINE) * ramp, 1.0)
 
 
 def _ms(days: np.ndarray) -> np.ndarray:
@@ -223,7 +254,7 @@ def draw(pop: Population, seed: int, in_sf: np.ndarray, in_hs: np.ndarray, in_st
     support = (pop.cause[bc] == _SUPPORT) & (pop.onset[bc] <= b0) & (b0 < pop.recovers_at[bc])
     seg = pop.segment[bc]
     width = (b1 - b0) / 30
-    _tickets(ev, rng, bc, b0, b1, hb, support, seg, width, start_ms, n_agents, fold_ms)
+    n_tickets = _tickets(ev, rng, bc, b0, b1, hb, support, seg, width, start_ms, n_agents, fold_ms)
     rate = np.array([0.15, 0.4, 1.0])[seg] * np.where(hb < -0.5, 1.4, 1.0) * width
     ai, _ = _expand(rng.poisson(rate))
     act_ms = _ms(b0[ai] + rng.random(ai.size) * (b1 - b0)[ai])
@@ -238,21 +269,26 @@ def draw(pop: Population, seed: int, in_sf: np.ndarray, in_hs: np.ndarray, in_st
     ok = (down | up) & (seat_ms > start_ms[bc])
     ev.add(Kind.SEATS, seat_ms[ok], bc[ok], np.round(factor[ok] * FACTOR_SCALE).astype(np.int64))
 
-    # the champion leaves with a lost-champion cause; a new contact shows up a month later
+    # the champion leaves with a lost-champion cause (at its onset, or just after the start if the
+    # cause was already at work when the customer signed); a new contact shows up a month later
     onset = pop.onset.astype(np.int64)
-    champ = np.nonzero((pop.cause == _CHAMPION) & (start < onset) & (onset < churn) & (onset >= lo))[0]
-    ev.add(Kind.CHAMPION_LEFT, _ms(onset[champ] + rng.random(champ.size)), champ)
-    follow = champ[onset[champ] + 30 < churn[champ]]
-    ev.add(Kind.NEW_CONTACT, _ms(onset[follow] + 30 + rng.random(follow.size)), follow)
+    left = np.maximum(onset, start + 1)
+    champ = np.nonzero((pop.cause == _CHAMPION) & (left < churn))[0]
+    ev.add(Kind.CHAMPION_LEFT, _ms(left[champ] + rng.random(champ.size)), champ)
+    follow = champ[left[champ] + 30 < churn[champ]]
+    ev.add(Kind.NEW_CONTACT, _ms(left[follow] + 30 + rng.random(follow.size)), follow)
     gone = np.nonzero(churn_day < days)[0]
     ev.add(Kind.CHURN, _ms(churn_day[gone] + 0.03), gone, np.maximum(pop.churn_reason[gone], 0))
+    # drawn last, so that every event above stays what it was before these were added
+    _cause_events(ev, rng, pop, lo, churn, start_ms, n_agents, fold_ms, n_tickets)
     return ev.sorted(n, start_ms)
 
 
 def _tickets(ev: _Events, rng: np.random.Generator, bc: np.ndarray, b0: np.ndarray, b1: np.ndarray,
              hb: np.ndarray, support: np.ndarray, seg: np.ndarray, width: np.ndarray, start_ms: np.ndarray,
-             n_agents: int, fold_ms: int) -> None:
-    """Support tickets per block: more when health is low, many more during a support failure."""
+             n_agents: int, fold_ms: int) -> int:
+    """Support tickets per block: more when health is low, many more during a support failure.
+    Returns how many (they are numbered from 0)."""
     rate = np.array([0.15, 0.45, 1.4])[seg] * np.exp(-0.6 * hb) * np.where(support, 2.5, 1.0) * width
     ti, _ = _expand(rng.poisson(rate))
     m = ti.size
@@ -269,12 +305,58 @@ def _tickets(ev: _Events, rng: np.random.Generator, bc: np.ndarray, b0: np.ndarr
     kind = rng.integers(0, len(TICKET_TYPES), m)
     subject = rng.integers(0, len(TICKET_SUBJECTS), m)
     agent = rng.integers(0, max(1, n_agents), m)
-    flags = (priority | kind << 2 | subject << 4 | escalated.astype(np.int64) << 7 | rated.astype(np.int64) << 8
-             | bad.astype(np.int64) << 9 | agent << 10)
+    flags = _pack_flags(priority, kind, subject, escalated, rated, bad, agent)
     cust = bc[ti]
     ok = t_ms > start_ms[cust]  # nobody files a ticket before the customer exists
-    number = np.arange(int(ok.sum()))
-    t_ms, cust, to_solve, flags = t_ms[ok], cust[ok], to_solve[ok], flags[ok]
+    return _add_tickets(ev, t_ms[ok], cust[ok], to_solve[ok], flags[ok], 0, fold_ms)
+
+
+def _add_tickets(ev: _Events, t_ms: np.ndarray, cust: np.ndarray, to_solve: np.ndarray, flags: np.ndarray,
+                 first_number: int, fold_ms: int) -> int:
+    """TICKET events numbered from `first_number`, and the SOLVE events still to come; returns the count."""
+    number = first_number + np.arange(t_ms.size)
     ev.add(Kind.TICKET, t_ms, cust, number, to_solve << 24 | flags)
     late = t_ms + to_solve >= fold_ms
     ev.add(Kind.SOLVE, (t_ms + to_solve)[late], cust[late], number[late], to_solve[late])
+    return int(t_ms.size)
+
+
+def _cause_events(ev: _Events, rng: np.random.Generator, pop: Population, lo: np.ndarray, churn: np.ndarray,
+                  start_ms: np.ndarray, n_agents: int, fold_ms: int, first_number: int) -> None:
+    """What a price or competitor cause makes the customer do while it lasts (from its onset until it
+    recovers), whether or not the customer goes on to churn: tickets about price (tagged ``pricing``)
+    or about taking its data elsewhere (``data_export``), one per 30-60 days; and, for price, a seat
+    cut within 60 days of the onset for some. (A competitor's falling API use is in the meter usage.)"""
+    n = pop.n
+    onset = pop.onset.astype(np.int64)
+    pace = rng.uniform(*TOPIC_DAYS, n)  # drawn for everyone: the stream does not depend on the causes
+    cut = rng.random(n) < PRICE_SEAT_CUT
+    cut_day = onset + rng.uniform(0, 60, n)
+    cut_factor = -rng.uniform(0.1, 0.3, n)
+    topic = (pop.cause == _PRICE) | (pop.cause == _COMPETITOR)
+    a = np.maximum(np.maximum(onset, lo), 0)  # (history before the window is not generated)
+    b = np.minimum(np.minimum(pop.recovers_at, churn), pop.days)
+    who = np.nonzero(topic & (b > a))[0]
+    ti, _ = _expand(rng.poisson((b - a)[who] / pace[who]))
+    m = ti.size
+    cust = who[ti]
+    t_ms = _ms(a[cust] + rng.random(m) * (b - a)[cust])
+    u = rng.random(m)
+    priority = np.where(u < 0.3, 0, np.where(u < 0.9, 1, 2))  # questions: low or normal, seldom high
+    hours = rng.lognormal(np.log(18), 0.9, m)
+    to_solve = np.maximum(60_000, np.round(hours * HOUR)).astype(np.int64)
+    h = pop.health[cust, np.clip(t_ms // DAY, 0, pop.days - 1)]
+    bad = rng.random(m) < sigmoid(-1.6 - 1.0 * h)
+    rated = rng.random(m) < 0.5
+    price = pop.cause[cust] == _PRICE
+    subject = np.where(price, len(TICKET_SUBJECTS), len(TICKET_SUBJECTS) + len(PRICING_SUBJECTS)) \
+        + rng.integers(0, np.where(price, len(PRICING_SUBJECTS), len(EXPORT_SUBJECTS)))
+    agent = rng.integers(0, max(1, n_agents), m)
+    flags = _pack_flags(priority, np.zeros(m, dtype=np.int64), subject, np.zeros(m, dtype=bool), rated, bad, agent)
+    ok = t_ms > start_ms[cust]
+    _add_tickets(ev, t_ms[ok], cust[ok], to_solve[ok], flags[ok], first_number, fold_ms)
+    # the seat cut: a price customer pays for fewer seats (from the window's start on, before churn)
+    seat_ms = _ms(cut_day)
+    cuts = np.nonzero((pop.cause == _PRICE) & cut & (cut_day >= lo) & (cut_day < churn)
+                      & (cut_day < pop.recovers_at) & (seat_ms > start_ms))[0]
+    ev.add(Kind.SEATS, seat_ms[cuts], cuts, np.round(cut_factor[cuts] * FACTOR_SCALE).astype(np.int64))

@@ -533,6 +533,9 @@ def test_generated_world_exports_and_lists(tmp_path, monkeypatch):
         tickets = list(zd.tickets.incremental(start_time=0, paginate_by_time=False, per_page=200,
                                               include=["metric_sets"]))
         assert len(tickets) == len({t.id for t in tickets}) == len(world.zendesk["tickets"])
+        # the generator's tags (a cause's topic, escalation) come through as stored
+        assert {t.id: t.tags for t in tickets} == {i: t["tags"] for i, t in world.zendesk["tickets"].items()}
+        assert {"pricing", "data_export", "escalated"} <= {tag for t in tickets for tag in t.tags}
         body = get(sandbox, "/api/v2/incremental/tickets/cursor.json", start_time=0,
                    include="metric_sets").json()
         solved = {t["id"] for t in body["tickets"] if t["status"] == "solved"}
