@@ -4,8 +4,10 @@ Each reason has a few rules over the point-in-time features (`features.py`); a r
 its weight to the reason's strength (capped at 1) and a line of evidence. The reason with the
 greatest strength wins; specific evidence (a pricing ticket, a failed payment, a departed contact)
 weighs more than the general drift every unhealthy account shows (fewer users, more tickets), so
-"low adoption" wins only when nothing more specific is there. Accounts with no evidence at all get
-no reason ("" with strength 0). Transparent on purpose: an admin can read and question every rule.
+"low adoption" wins only when nothing more specific is there. When no specific trigger shows at all,
+the reason is product fit / low adoption ("no specific trigger found"), except for an annual renewal
+coming up on an account without usage data ("upcoming renewal"). Accounts without any of these
+features get no reason ("" with strength 0). Transparent on purpose: an admin can read and question every rule.
 Pure DataFrame functions.
 """
 from __future__ import annotations
@@ -39,6 +41,7 @@ def _le(x: float) -> Callable[[pd.Series], pd.Series]:
     return lambda v: v <= x
 
 
+RESIDUAL = "no specific trigger found"
 RULES: tuple[Rule, ...] = (
     Rule("payment_failure", "failed_payments_90d", _ge(1), 0.55, "{value:.0f} failed payment(s) in 90 days"),
     Rule("payment_failure", "failed_payments_90d", _ge(2), 0.2, ""),
@@ -51,6 +54,8 @@ RULES: tuple[Rule, ...] = (
     Rule("competitor", "api_calls_trend_30d", _le(-0.4), 0.3, "API calls {value:+.0%} vs the month before"),
     Rule("lost_champion", "contacts_lost_90d", _ge(1), 0.55, "{value:.0f} contact(s) left in 90 days"),
     Rule("lost_champion", "contacts_lost_90d", _ge(2), 0.15, ""),
+    # a champion who left months ago still explains a renewal lost now
+    Rule("lost_champion", "contacts_lost_365d", _ge(1), 0.45, "{value:.0f} contact(s) left in the last year"),
     Rule("support", "escalations_90d", _ge(1), 0.3, "{value:.0f} escalated ticket(s) in 90 days"),
     Rule("support", "high_priority_tickets_90d", _ge(3), 0.25, "{value:.0f} high-priority tickets in 90 days"),
     Rule("support", "bad_ratings_90d", _ge(2), 0.25, "{value:.0f} bad satisfaction ratings in 90 days"),
@@ -59,8 +64,17 @@ RULES: tuple[Rule, ...] = (
     Rule("low_adoption", "active_users_trend_30d", _le(-0.2), 0.25, "active users {value:+.0%} vs the month before"),
     Rule("low_adoption", "days_since_usage", _ge(14), 0.3, "nobody used the product for {value:.0f} days"),
     Rule("low_adoption", "feature_breadth_30d", _le(4), 0.1, "{value:.1f} features used per day"),
-    Rule("upcoming_renewal", "days_to_renewal", _le(45), 0.2, "renewal in {value:.0f} days"),
+    # the residual: no specific trigger (price, competitor, support, payment, people) in sight means
+    # the product does not fit well enough; weakest of all, so any specific evidence wins
+    Rule("low_adoption", "has_usage", _ge(0), 0.05, RESIDUAL),
+    # an annual renewal close, with no usage data to judge adoption by
+    Rule("upcoming_renewal", "renewal_without_usage", _le(60), 0.07, "annual renewal in {value:.0f} days"),
 )
+
+
+def _said(lines: list[str]) -> list[str]:
+    """The residual line only when nothing else was found."""
+    return [x for x in lines if x != RESIDUAL] or lines
 
 
 def churn_reasons(features: pd.DataFrame, rules: tuple[Rule, ...] = RULES) -> pd.DataFrame:
@@ -68,6 +82,10 @@ def churn_reasons(features: pd.DataFrame, rules: tuple[Rule, ...] = RULES) -> pd
     reason_strength (0-1), reason_evidence (the firing rules' evidence, strongest reason only) and
     one `reason_<name>` strength column per reason."""
     index = features.index
+    features = features.copy()
+    if {"annual_plan", "days_to_renewal", "has_usage"} <= set(features):
+        annual = (features["annual_plan"] == 1) & (features["has_usage"] == 0)
+        features["renewal_without_usage"] = features["days_to_renewal"].where(annual)
     strength = {r: np.zeros(len(index)) for r in REASONS}
     evidence: dict[str, list[list[str]]] = {r: [[] for _ in range(len(index))] for r in REASONS}
     for rule in rules:
@@ -85,6 +103,6 @@ def churn_reasons(features: pd.DataFrame, rules: tuple[Rule, ...] = RULES) -> pd
     out = pd.DataFrame(index=index)
     out["churn_reason"] = np.where(top > 0, np.array(REASONS)[best], "")
     out["reason_strength"] = top.round(2)
-    out["reason_evidence"] = ["; ".join(evidence[REASONS[b]][i]) if top[i] > 0 else ""
+    out["reason_evidence"] = ["; ".join(_said(evidence[REASONS[b]][i])) if top[i] > 0 else ""
                               for i, b in enumerate(best)]
     return pd.concat([out, table.round(2)], axis=1)
