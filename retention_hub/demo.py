@@ -49,19 +49,19 @@ def run_demo(directory: Path, accounts: int, seed: int, say: Callable[[str], Non
             store.finish_run(run_id, "ok", counts={"sdk_reads": len(answers)}, api_calls=sum(calls.values()))
             synced = demo_sync(store, config, sandbox, say)
             unified = demo_identity(store, config, say)
+            scored = demo_score(store, config, sandbox, say)
         say(f"API calls of the SDK reads: {calls}")
-        say("Pipeline stages still to come: scoring, writeback (issues 5-6). "
-            "Review queue: rhub identity review --out review.csv")
+        say("Pipeline stage still to come: writeback into the CRMs (issue 6). "
+            "Review queue: rhub identity review --out review.csv; scores: rhub score export --out scores.csv")
         say(f"Keep a sandbox running with: rhub sandbox up --dir {directory}")
         return {"sandbox": info, "sdk": answers, "api_calls": calls, "sync": synced, "identity": unified,
-                "seconds": time.perf_counter() - t0}
+                "scoring": scored, "seconds": time.perf_counter() - t0}
     finally:
         sandbox.stop()
 
 
 def demo_sync(store: Store, config: HubConfig, sandbox: Sandbox, say: Callable[[str], None]) -> dict:
-    """A full sync of the vendor APIs into the store, and of the warehouse's workspaces (its millions
-    of usage rows are left to `rhub sync --source usage`, to keep the demo short)."""
+    """A full sync of the vendor APIs and the usage warehouse into the store."""
     from .connectors import build_connectors
     from .connectors.zendesk import ZendeskConnector
     from .sync.engine import sync
@@ -70,7 +70,7 @@ def demo_sync(store: Store, config: HubConfig, sandbox: Sandbox, say: Callable[[
     connectors = [ZendeskConnector(c.config, exports_per_minute=1000)  # the sandbox runs without limits
                   if isinstance(c, ZendeskConnector) else c
                   for c in build_connectors(config)]
-    result = sync(store, connectors, streams={"usage": ["accounts"]}, until=sandbox.world.now())
+    result = sync(store, connectors, until=sandbox.world.now())
     records = sum(s.records for s in result.streams)
     calls = sum(s.calls for s in result.streams)
     say(f"Synced {records:,} records from {len(connectors)} sources in {len(result.streams)} streams with "
@@ -95,3 +95,40 @@ def demo_identity(store: Store, config: HubConfig, say: Callable[[str], None]) -
     say(f"  customers held by several systems: {pairs}")
     return {"records": result.records, "unified": result.unified, "review": result.review,
             "conflicts": result.conflicts}
+
+
+def demo_score(store: Store, config: HubConfig, sandbox: Sandbox, say: Callable[[str], None]) -> dict:
+    """Train the churn model, score every active customer, and compare with the sandbox's truth."""
+    import pandas as pd
+    from sklearn.metrics import roc_auc_score
+
+    from .scoring.run import score
+    from .sync.identity import account_map
+
+    t0 = time.perf_counter()
+    done = score(store, config, sandbox.world.now())
+    scores, tasks = done.result.scores, done.result.tasks
+    n = max(len(scores), 1)
+    tiers = {t: int((scores["tier"] == t).sum()) for t in ("green", "yellow", "red")}
+    at_risk = float((scores["churn_probability"] * scores["arr"]).sum())
+    say(f"Scored {len(scores):,} active customers in {time.perf_counter() - t0:.1f} s (model trained on the "
+        f"history first): " + ", ".join(f"{t} {c:,} ({c / n:.0%})" for t, c in tiers.items())
+        + f"; ARR at risk ${at_risk:,.0f}")
+    say(f"  playbook tasks planned: {int((tasks['status'] == 'new').sum()):,} new, "
+        f"{int((tasks['status'] == 'deferred').sum()):,} deferred by the alert budget")
+    # the sandbox knows who really churns in the next 90 days: how well did the hub rank them?
+    links = account_map(store)
+    ident = pd.read_csv(sandbox.directory / "truth" / "identity.csv", dtype=str)
+    ident["uid"] = [links.get((s, i)) for s, i in zip(ident["source"], ident["source_id"])]
+    uid = ident.dropna().groupby("customer_key")["uid"].agg(lambda v: v.mode()[0])
+    truth = pd.read_csv(sandbox.directory / "truth" / "outcomes.csv", dtype={"customer_key": str})
+    truth = truth.assign(uid=truth["customer_key"].map(uid)).dropna(subset=["uid"]).drop_duplicates("uid")
+    joined = truth.merge(scores[["unified_id", "churn_probability"]], left_on="uid", right_on="unified_id")
+    figures = {"accounts": len(scores), "tiers": tiers, "arr_at_risk": round(at_risk, 2), "run_id": done.run_id}
+    if joined["churns_90d"].nunique() == 2:
+        model_auc = roc_auc_score(joined["churns_90d"], joined["churn_probability"])
+        oracle_auc = roc_auc_score(joined["churns_90d"], joined["p_true"])
+        say(f"  against the truth: churn model ROC AUC {model_auc:.3f} vs the generator's own {oracle_auc:.3f} "
+            f"on {len(joined):,} customers ({int(joined['churns_90d'].sum())} churn within 90 days)")
+        figures.update(model_auc=round(model_auc, 4), oracle_auc=round(oracle_auc, 4))
+    return figures

@@ -154,6 +154,9 @@ class UsageSource(SourceBase):
     day_column: Name = "day"
     metrics: list[Name] | None = None  # None = every numeric column
     accounts_table: Name | None = "workspaces"  # workspace -> name/domain/stripe id, for identity
+    # the first sync (and a full refresh) reads only the last this-many complete days of usage
+    # (day >= today - history_days); None reads the whole table. Later syncs go on from their cursor.
+    history_days: int | None = Field(None, ge=1)
 
     @field_validator("path", mode="before")
     @classmethod

@@ -13,14 +13,16 @@ recently), every retained event is read instead: nothing after the last confirma
 Records from a listing carry, as ``updated_at``, the time of the newest event noted before it (the
 state is at least that new), so a later event always replaces them and an old event never does.
 
-Usage: billing meter event summaries, one per customer x meter x UTC day, for the customers
+Usage: billing meter event summaries (one per customer x meter x UTC day) for the customers
 subscribed to a price on the meter (meters no price uses: every customer with a subscription,
-said once at WARNING). The first run reads the last `usage_lookback_days` days. Only complete days
-are read; the last one is re-read the next time a day completes (meter events aggregate
-asynchronously). Pairs are read in 64 hash buckets whose fingerprints of that day are kept in the
-cursor, so the re-read day is re-emitted only for buckets where it changed, and a crash resumes
-after the last finished bucket. Days with no usage (value 0) yield no record, as the usage
-warehouse has no row for them.
+said once at WARNING), as one record per customer and UTC day (``source_id``
+``"{customer}|{day}"``): ``metrics`` ``{meter event name: value}`` over the customer's meters, and
+``meter_ids``. The first run reads the last `usage_lookback_days` days. Only complete days are read;
+the last one is re-read the next time a day completes (meter events aggregate asynchronously).
+Customers are read in 64 hash buckets whose fingerprints of that day are kept in the cursor, so the
+re-read day is re-emitted only for buckets where it changed, and a crash resumes after the last
+finished bucket. Meters with no usage that day (value 0) add no metric, and a day with none at all
+yields no record, as the usage warehouse has no row for it.
 
 The API version is pinned to 2024-04-10, the shapes this module maps; the mapping also accepts the
 newer shapes (period on subscription items, invoice ``parent.subscription_details``).
@@ -52,7 +54,7 @@ EVENT_RETENTION = 30 * DAY  # Stripe lists events of the last 30 days only
 RETENTION_MARGIN = 3_600  # fall back an hour early rather than race the expiry
 USAGE_LOOKBACK_DAYS = 90  # first run: the usage health features look back 90 days
 USAGE_PAGE_PAIRS = 50  # about this many (customer, meter) pairs per yielded usage page
-USAGE_BUCKETS = 64  # pairs are read in hash buckets, each fingerprinted in the cursor
+USAGE_BUCKETS = 64  # customers are read in hash buckets, each fingerprinted in the cursor
 # subscriptions in these states bring no recurring revenue (Stripe's own MRR leaves them out)
 NO_REVENUE = frozenset({"canceled", "incomplete", "incomplete_expired", "trialing", "paused"})
 FREE_MAIL = frozenset({"gmail.com", "googlemail.com", "yahoo.com", "yahoo.co.uk", "outlook.com", "hotmail.com",
@@ -382,11 +384,15 @@ class StripeConnector:
 
     # -- usage from billing meters --------------------------------------------------------------------
     def _read_usage(self, state: dict | None, until: int) -> Iterator[Page]:
-        """Daily summaries per (customer, meter), in hash buckets of pairs: the cursor keeps each
-        bucket's fingerprint of the last day read, so the re-read day is emitted only for buckets
-        whose values changed, and a crash resumes after the last bucket finished."""
+        """Daily summaries per (customer, meter) as one record per customer and day, in hash buckets
+        of customers (all of a customer's meters in one): the cursor keeps each bucket's fingerprint
+        of the last day read, so the re-read day is emitted only for buckets whose values changed,
+        and a crash resumes after the last bucket finished."""
         stop = until - until % DAY  # only complete days
         partial = (state or {}).get("partial")
+        if partial and partial.get("by") != "customer":
+            # saved mid-read by the version that bucketed (customer, meter) pairs: redo the range
+            partial = {**partial, "bucket": -1, "new": {}}
         if partial:
             start, stop = partial["start"], partial["stop"]
         elif state is None:
@@ -399,40 +405,44 @@ class StripeConnector:
         new: dict[str, str] = dict(partial["new"]) if partial else {}  # the last day, per bucket
         buckets: dict[int, list[tuple[str, str, str]]] = {}
         for pair in self._metered_pairs(start, stop):
-            buckets.setdefault(_bucket(f"{pair[0]}|{pair[1]}"), []).append(pair)
+            buckets.setdefault(_bucket(pair[0]), []).append(pair)
         records: list[dict] = []
         pending = 0
         for b in sorted(buckets):
             if partial and b <= partial["bucket"]:
                 continue
-            fresh, reread = [], []
+            days: dict[tuple[str, int], dict[str, Any]] = {}  # (customer, day start) -> the day's record
             reread_print, last_print = _Print(), _Print()
             for customer, meter_id, metric in buckets[b]:
                 for summary in self._summaries(meter_id, customer, start, stop):
                     value = summary.get("aggregated_value") or 0
                     if not value:
                         continue
-                    day = _when(summary["start_time"]).date().isoformat()
-                    rec = record(SOURCE, "usage", f"{customer}|{day}|{metric}", _when(summary["end_time"]),
-                                 account_ref=customer, day=day, metric=metric, value=value, meter_id=meter_id)
+                    begin = summary["start_time"]
+                    entry = days.setdefault((customer, begin), {"metrics": {}, "meter_ids": set(),
+                                                                "end": summary["end_time"]})
+                    entry["metrics"][metric] = entry["metrics"].get(metric, 0) + value  # one name, two meters
+                    entry["meter_ids"].add(meter_id)
                     line = f"{customer}|{metric}|{value}"
-                    if summary["start_time"] == stop - DAY:
+                    if begin == stop - DAY:
                         last_print.add(line)
-                    if old is not None and summary["start_time"] == start:
+                    if old is not None and begin == start:
                         reread_print.add(line)
-                        reread.append(rec)
-                    else:
-                        fresh.append(rec)
-            if old is not None and reread_print.value() != old.get(str(b), _Print().value()):
-                fresh = reread + fresh
-            records += fresh
+            changed = old is None or reread_print.value() != old.get(str(b), _Print().value())
+            for (customer, begin), entry in days.items():
+                if begin == start and not changed:
+                    continue  # the re-read day, as it was
+                day = _when(begin).date().isoformat()
+                records.append(record(SOURCE, "usage", f"{customer}|{day}", _when(entry["end"]),
+                                      account_ref=customer, day=day, metrics=entry["metrics"],
+                                      meter_ids=sorted(entry["meter_ids"])))
             if last_print.count:
                 new[str(b)] = last_print.value()
             pending += len(buckets[b])
             if pending >= USAGE_PAGE_PAIRS:
                 pending = 0
                 yield Page(records, _dump({"end": (state or {}).get("end", start), "partial": {
-                    "start": start, "stop": stop, "bucket": b, "old": old, "new": new}}))
+                    "start": start, "stop": stop, "bucket": b, "old": old, "new": new, "by": "customer"}}))
                 records = []
         yield Page(records, _dump({"end": stop, "days": new}))
 

@@ -1,8 +1,11 @@
 """Product usage from where it really lives: a table in any SQLAlchemy database (a warehouse, or a
 SQLite file) or a CSV file, one row per account and day with numeric metric columns.
 
-`usage` stream: one record per account x day x metric (``source_id`` ``"{account}|{day}|{metric}"``),
-read incrementally by day. Only complete days are read (``day < until``'s date). The cursor is the
+`usage` stream: one record per account x day (``source_id`` ``"{account}|{day}"``, payload
+``account_ref``, ``day`` and ``metrics``: ``{column: value}`` of the row's non-null metric columns; a row
+whose metrics are all null is no record), read incrementally by day. Only complete days are read
+(``day < until``'s date); the first run (or a full refresh) reads them all, or only the last
+``history_days`` days when that is set (``day >= today - history_days``). The cursor is the
 last day read; the next run reads from that day on, inclusively, because late rows for it may still
 land. A fingerprint of that day's rows is kept in the cursor, so the day is emitted again only if
 it changed. Tables are read in keyset pages ordered by (day, account), `page_size` rows each; a
@@ -119,7 +122,10 @@ class UsageConnector:
         key = {"usage": "resume", "accounts": "buckets"}.get(stream, "")
         state = None if full_refresh else _load(cursor, key)
         if stream == "usage":
-            return self._read_usage(state, until.astimezone(timezone.utc).date().isoformat())
+            today = until.astimezone(timezone.utc).date()
+            days = self.config.history_days
+            first = None if state is not None or days is None else (today - timedelta(days=days)).isoformat()
+            return self._read_usage(state, today.isoformat(), first)
         if stream == "accounts" and self.config.accounts_table:
             return self._read_accounts(state)
         raise RequestError(SOURCE, f"unknown stream {stream!r} (streams: {', '.join(self.streams())})")
@@ -216,11 +222,13 @@ class UsageConnector:
                                        "set sources.usage.metrics")
         return metrics
 
-    def _read_usage(self, state: dict | None, stop: str) -> Iterator[Page]:
-        rows = self._csv_usage(state, stop) if self.config.kind == "csv" else self._sql_usage(state, stop)
+    def _read_usage(self, state: dict | None, stop: str, first: str | None = None) -> Iterator[Page]:
+        """Pages of the days before `stop`: from the cursor's day, else from `first` (None: all)."""
+        low = state["resume"] if state else first
+        rows = self._csv_usage(low, stop) if self.config.kind == "csv" else self._sql_usage(low, stop)
         yield from _UsagePages(state, rows)
 
-    def _sql_usage(self, state: dict | None, stop: str) -> Iterator[tuple[list[str], list[tuple], bool]]:
+    def _sql_usage(self, low: str | None, stop: str) -> Iterator[tuple[list[str], list[tuple], bool]]:
         """(metrics, rows (account, day, *values) ordered by day and account, resumable) per query."""
         from sqlalchemy import Date, DateTime, Numeric, and_, or_, select
         from sqlalchemy.types import Float, Integer
@@ -236,8 +244,8 @@ class UsageConnector:
             return date.fromisoformat(iso) if isinstance(day.type, Date) else iso
 
         base = select(key, day, *[table.c[m] for m in metrics]).where(day < bound(stop))
-        if state is not None:
-            base = base.where(day >= bound(state["resume"]))
+        if low is not None:
+            base = base.where(day >= bound(low))
         base = base.order_by(day, key).limit(self.page_size)
         last: tuple | None = None
         while True:
@@ -251,11 +259,10 @@ class UsageConnector:
             if len(rows) < self.page_size:
                 return
 
-    def _csv_usage(self, state: dict | None, stop: str) -> Iterator[tuple[list[str], list[tuple], bool]]:
+    def _csv_usage(self, low: str | None, stop: str) -> Iterator[tuple[list[str], list[tuple], bool]]:
         import pandas as pd
 
         key, day = self.config.account_column, self.config.day_column
-        low = state["resume"] if state else None
         metrics: list[str] | None = None
         for chunk in self._csv_chunks(Path(self.config.path), "usage", {key: str, day: str}):  # type: ignore[arg-type]
             if metrics is None:
@@ -414,13 +421,13 @@ class _UsagePages:
 
     @staticmethod
     def _convert(metrics: list[str], rows: list[tuple]) -> list[dict]:
+        """One record per account and day, with the row's non-null metrics."""
         out: list[dict] = []
         for account, day, *values in rows:
-            end = _day_end(day)
-            for metric, value in zip(metrics, values):
-                if value is not None:
-                    out.append(record(SOURCE, "usage", f"{account}|{day}|{metric}", end, account_ref=account,
-                                      day=day, metric=metric, value=value))
+            present = {metric: value for metric, value in zip(metrics, values) if value is not None}
+            if present:
+                out.append(record(SOURCE, "usage", f"{account}|{day}", _day_end(day), account_ref=account,
+                                  day=day, metrics=present))
         return out
 
 

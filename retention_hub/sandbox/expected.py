@@ -38,7 +38,7 @@ def _digest(rec: Any) -> str:
 def snapshot(world: World, until: datetime | None = None, usage: bool = True) -> Snapshot:
     """Every record the connectors should have read by `until` (default: the world's now).
 
-    `usage` includes the usage warehouse's accounts and daily metric rows (large: off for big worlds).
+    `usage` includes the usage warehouse's accounts and daily rows (large: off for big worlds).
     """
     until = until or world.now()
     out: Snapshot = {}
@@ -87,16 +87,21 @@ def _zendesk(world: World, until: datetime) -> Snapshot:
 
 
 def _stripe_usage(world: World, until: datetime) -> Iterator[tuple[str, Entry]]:
-    """Daily meter sums of complete days within the look-back; zero days are not records."""
+    """One record per customer and complete day within the look-back: the day's non-zero meter sums
+    by event name (a day with none is no record)."""
     stop = int(until.timestamp()) // DAY * DAY
     start = stop - STRIPE_USAGE_LOOKBACK_DAYS * DAY
+    days_seen: dict[tuple[str, int], dict[str, Any]] = {}
     for meter_id, customers in world.stripe_meter_usage.items():
         event = world.stripe["billing.meter"][meter_id]["event_name"]
         for customer, days in customers.items():
             for day, value in days.items():
                 if start <= day < stop and value:
-                    when = datetime.fromtimestamp(day, timezone.utc).date().isoformat()
-                    yield f"{customer}|{when}|{event}", (_digest(value), False)
+                    metrics = days_seen.setdefault((customer, day), {})
+                    metrics[event] = metrics.get(event, 0) + value
+    for (customer, day), metrics in days_seen.items():
+        when = datetime.fromtimestamp(day, timezone.utc).date().isoformat()
+        yield f"{customer}|{when}", (_digest(metrics), False)
 
 
 def _warehouse(world: World) -> Snapshot:
@@ -105,10 +110,10 @@ def _warehouse(world: World) -> Snapshot:
         cursor = conn.execute("SELECT * FROM usage_daily")
         metrics = [d[0] for d in cursor.description][2:]
         rows: dict[str, Entry] = {}
-        for workspace, day, *values in cursor:
-            for metric, value in zip(metrics, values):
-                if value is not None:
-                    rows[f"{workspace}|{day}|{metric}"] = (_digest(value), False)
+        for workspace, day, *values in cursor:  # one record per workspace and day with any metric
+            present = {metric: value for metric, value in zip(metrics, values) if value is not None}
+            if present:
+                rows[f"{workspace}|{day}"] = (_digest(present), False)
     return {("usage", "account"): accounts, ("usage", "usage"): rows}
 
 

@@ -49,6 +49,7 @@ LABELS: dict[str, str] = {
     "tenure_days": "days as a customer",
     "days_since_last_activity": "days since the CSM's last activity",
     "contacts_lost_90d": "contacts who left in the last 90 days",
+    "contacts_lost_365d": "contacts who left in the last year",
     "has_usage": "product usage data available",
     "has_tickets": "has ever filed a support ticket",
     "health_score": "health score",
@@ -62,43 +63,115 @@ def _window(frame: pd.DataFrame, column: str, start: pd.Timestamp, end: pd.Times
 
 
 def active_accounts(frames: Frames, as_of: pd.Timestamp) -> pd.Index:
-    """Unified ids with a subscription that had started and not ended at `as_of`."""
+    """Unified ids with a subscription that had started and not ended at `as_of`; accounts billed
+    outside the billing system (no subscription at all) count while the CRM calls them a customer:
+    created by then, and a customer still or marked former only after `as_of`."""
     subs = frames.subscriptions
     ended = subs["ended_at"].fillna(subs["canceled_at"])
     live = subs[(subs["start"] <= as_of) & (ended.isna() | (ended > as_of))]
-    return pd.Index(live["unified_id"].unique(), name="unified_id")
+    return pd.Index(live["unified_id"].unique(), name="unified_id").append(_crm_only(frames, as_of)).unique()
+
+
+def _crm_only(frames: Frames, as_of: pd.Timestamp) -> pd.Index:
+    a = frames.accounts
+    if "crm_status" not in a:
+        return pd.Index([], name="unified_id")
+    unbilled = a[~a["unified_id"].isin(frames.subscriptions["unified_id"]) & a["crm_status"].notna()
+                 & (a["created_at"] <= as_of)]
+    current = (unbilled["crm_status"] == "customer") | (unbilled["crm_status_at"] > as_of)
+    return pd.Index(unbilled.loc[current, "unified_id"], name="unified_id")
 
 
 def usage_features(usage: pd.DataFrame, as_of: pd.Timestamp, ids: pd.Index) -> pd.DataFrame:
-    """Level, 30/60/90-day trends, breadth and recency from daily usage rows."""
+    """Level, 30/60/90-day trends, breadth and recency from the daily usage frame (`Frames.usage`: one
+    row per source account and day, a column per metric, NaN where a source has no such metric).
+
+    Only rows of the 180 days up to `as_of` count. An account has a metric's figure for a window when
+    it has a row with that metric in the window; rows of one account and day (two sources) add up.
+    The frame can hold 100,000 accounts x 180 days: per-row work is vectorised, and what is kept per
+    account is a sum per span of days ago (every window below is a union of spans), not per day.
+    """
+    USAGE_SPANS = (0, 30, 60, 90, 120, 180)  # noqa: N806 (the spans of days ago the windows are made of)
     out = pd.DataFrame(index=ids)
-    recent = usage[(usage["day"] > as_of - 180 * DAY) & (usage["day"] <= as_of)]
-    if recent.empty:
+    if usage.empty:
         return out
-    age = ((as_of - recent["day"]) / DAY).astype(int)  # 0 = the last day
-    wide = recent.assign(age=age.values)
-    for metric in ("active_users", "api_calls"):
-        rows = wide[wide["metric"] == metric]
-        if rows.empty:
-            continue
-        by = rows.groupby("unified_id")
-        sums = {n: rows[rows["age"] < n].groupby("unified_id")["value"].sum() / n for n in (30, 60, 90)}
-        prev = {n: rows[(rows["age"] >= n) & (rows["age"] < 2 * n)].groupby("unified_id")["value"].sum() / n
-                for n in (30, 60, 90)}
-        if metric == "active_users":
-            out["active_users_30d"] = sums[30].reindex(ids)
-            for n in (30, 60, 90):
-                out[f"active_users_trend_{n}d"] = _ratio(sums[n], prev[n]).reindex(ids)
-            used = rows[rows["value"] > 0].groupby("unified_id")["age"].min()
-            out["days_since_usage"] = used.reindex(ids).fillna(180.0).where(by.size().reindex(ids).notna())
-        else:
-            out["api_calls_trend_30d"] = _ratio(sums[30], prev[30]).reindex(ids)
+    as_of = pd.Timestamp(as_of)
+    as_of = as_of.tz_localize("UTC") if as_of.tzinfo is None else as_of.tz_convert("UTC")
+    today = (as_of - pd.Timestamp(0, tz="UTC")) // DAY  # as_of's day, in days since 1970
+    stamps = usage["day"].array
+    per_day = {"s": 86_400, "ms": 86_400_000, "us": 86_400_000_000, "ns": 86_400_000_000_000}[stamps.unit]
+    age = today - stamps.asi8 // per_day  # 0 = as_of's own day
+    uid = usage["unified_id"]
+    uid = uid if isinstance(uid.dtype, pd.CategoricalDtype) else uid.astype("category")
+    names, codes = uid.cat.categories, uid.cat.codes.to_numpy()
+    inside = (age >= 0) & (age < USAGE_SPANS[-1]) & (codes >= 0)
+    if not inside.any():
+        return out
+    everything = bool(inside.all())  # the usual case: no row-sized copies of the metric columns
+    age = (age if everything else age[inside]).astype(np.int16)
+    codes = (codes if everything else codes[inside]).astype(np.int32)
+    n_spans, accounts = len(USAGE_SPANS) - 1, len(names)
+    span_of_age = np.repeat(np.arange(n_spans, dtype=np.int32), np.diff(USAGE_SPANS))
+    cell = codes * n_spans + span_of_age[age]  # each row's (account, span) cell
+    block = 2_000_000  # rows per bincount: its int64/float64 copies of the inputs stay small
+
+    def grid(metric: str) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """(sums, has a row) per account and span, and which rows have the metric; None without any."""
+        if metric not in usage:
+            return None
+        values = usage[metric].to_numpy() if everything else usage[metric].to_numpy()[inside]
+        valid = ~np.isnan(values)
+        if not valid.any():
+            return None
+        sums = np.zeros(accounts * n_spans)
+        seen = np.zeros(accounts * n_spans, bool)
+        for start in range(0, len(values), block):
+            part, ok = slice(start, start + block), valid[start:start + block]
+            sums += np.bincount(cell[part][ok], weights=values[part][ok], minlength=accounts * n_spans)
+            seen[cell[part][ok]] = True
+        return sums.reshape(accounts, n_spans), seen.reshape(accounts, n_spans), valid
+
+    def series(values: np.ndarray) -> pd.Series:
+        return pd.Series(values, index=names).reindex(ids)
+
+    def window(sums: np.ndarray, seen: np.ndarray, first: int, last: int, n: int) -> np.ndarray:
+        """Per account: the sum over days ago [first, last) / n; NaN without a row there."""
+        spans = slice(USAGE_SPANS.index(first), USAGE_SPANS.index(last))
+        return np.where(seen[:, spans].any(axis=1), sums[:, spans].sum(axis=1) / n, np.nan)
+
+    def trend(sums: np.ndarray, seen: np.ndarray, n: int) -> np.ndarray:
+        """The last n days vs the n before (as `_ratio`: NaN when there is nothing before)."""
+        now = sums[:, :USAGE_SPANS.index(n)].sum(axis=1) / n
+        before = window(sums, seen, n, 2 * n, n)
+        before = np.where(before == 0, np.nan, before)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.clip(now / before - 1, -1, 10)
+
+    users = grid("active_users")
+    if users is not None:
+        sums, seen, valid = users
+        out["active_users_30d"] = series(window(sums, seen, 0, 30, 30))
+        for n in (30, 60, 90):
+            out[f"active_users_trend_{n}d"] = series(trend(sums, seen, n))
+        # days since usage: the fewest days ago with active users > 0, per account (180: none in the window)
+        values = usage["active_users"].to_numpy() if everything else usage["active_users"].to_numpy()[inside]
+        used = valid & (values > 0)
+        above = np.zeros((accounts, USAGE_SPANS[-1]), bool)
+        above.flat[codes[used] * USAGE_SPANS[-1] + age[used]] = True
+        last_used = np.where(above.any(axis=1), above.argmax(axis=1), 180.0)
+        out["days_since_usage"] = series(np.where(seen.any(axis=1), last_used, np.nan))
+        del users, sums, seen, valid, values, used, above
+    calls = grid("api_calls")
+    if calls is not None:
+        out["api_calls_trend_30d"] = series(trend(calls[0], calls[1], 30))
+        del calls
     for metric, name in (("features_used", "feature_breadth_30d"), ("sessions", "_sessions_30d")):
-        rows = wide[(wide["metric"] == metric) & (wide["age"] < 30)]
-        if not rows.empty:
-            out[name] = (rows.groupby("unified_id")["value"].sum() / 30).reindex(ids)
-    if "_sessions_30d" in out and "active_users_30d" in out:
-        out["sessions_per_user_30d"] = out.pop("_sessions_30d") / out["active_users_30d"].replace(0, np.nan)
+        found = grid(metric)
+        if found is not None and found[1][:, 0].any():
+            out[name] = series(window(found[0], found[1], 0, 30, 30))
+    sessions = out.pop("_sessions_30d") if "_sessions_30d" in out else None
+    if sessions is not None and "active_users_30d" in out:
+        out["sessions_per_user_30d"] = sessions / out["active_users_30d"].replace(0, np.nan)
     return out
 
 
@@ -197,6 +270,8 @@ def engagement_features(frames: Frames, as_of: pd.Timestamp, ids: pd.Index) -> p
     c = frames.contacts
     lost = c[c["deleted"] & (c["updated_at"] > as_of - 90 * DAY) & (c["updated_at"] <= as_of)]
     out["contacts_lost_90d"] = lost.groupby("unified_id").size().reindex(ids).fillna(0)
+    lost = c[c["deleted"] & (c["updated_at"] > as_of - 365 * DAY) & (c["updated_at"] <= as_of)]
+    out["contacts_lost_365d"] = lost.groupby("unified_id").size().reindex(ids).fillna(0)
     return out
 
 
@@ -224,7 +299,9 @@ def churn_labels(frames: Frames, as_of: pd.Timestamp, ids: pd.Index, horizon_day
     """1 when the account's last live subscription ends within the horizon after `as_of`."""
     subs = frames.subscriptions
     ended = subs["ended_at"].fillna(subs["canceled_at"])
-    # an account churns when it has no subscription running at as_of + horizon
+    # an account churns when it has no subscription running at as_of + horizon (without any
+    # subscription: when the CRM no longer calls it a customer then)
     end = as_of + horizon_days * DAY
     running = subs[(subs["start"] <= end) & (ended.isna() | (ended > end))]["unified_id"].unique()
+    running = pd.Index(running).append(_crm_only(frames, end))
     return pd.Series((~ids.isin(running)).astype(int), index=ids, name="churned")

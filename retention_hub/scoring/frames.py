@@ -5,7 +5,9 @@ frame carries `unified_id`; rows whose account reference is unknown to identity 
 counted in `Frames.unattributed`. Times are UTC pandas timestamps, amounts integers in minor units.
 
 Schemas (columns beyond `unified_id`):
-- accounts: name, country, segment, parent_unified_id, owner_id (a CRM owner: the CSM), created_at
+- accounts: name, country, segment, parent_unified_id, owner_id (a CRM owner: the CSM), created_at,
+  crm_status ("customer" | "former" | None, from the CRM's account type or lifecycle stage) and
+  crm_status_at (when that record last changed: for a former customer, about when it left)
 - subscriptions: source_id, status, mrr_minor, contract_mrr_minor, quantity, currency, interval, plan_name,
   start, canceled_at, ended_at, cancel_at, cancellation_feedback
 - invoices: created_at, amount_minor, amount_paid_minor, status, attempted, paid, attempt_count,
@@ -16,16 +18,19 @@ Schemas (columns beyond `unified_id`):
 - renewals: source, close_date, amount_minor, is_closed, is_won, type
 - activities: source, at (due date, else last change), completed
 - contacts: source, created_at (first seen), updated_at, deleted
-- usage: source, day, metric, value
+- usage: source (Categorical), day (UTC midnight, datetime64[ns, UTC]), active_users, sessions, events,
+  features_used, api_calls (float32; NaN where the source has no such metric): one row per source account
+  and day, from `Store.usage_frame`; unified_id is a Categorical here
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+import numpy as np
 import pandas as pd
 
-from ..sync.store import Store
+from ..sync.store import USAGE_COLUMNS, Store
 
 AccountMap = dict[tuple[str, str], str]
 
@@ -55,7 +60,7 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     "ratings": ("created_at", "score"),
     "renewals": ("close_date", "amount_minor", "is_closed", "is_won", "type"),
 }
-TIMES = {"start", "canceled_at", "ended_at", "cancel_at", "created_at", "paid_at", "solved_at", "close_date",
+TIMES = {"crm_status_at", "start", "canceled_at", "ended_at", "cancel_at", "created_at", "paid_at", "solved_at", "close_date",
          "at", "updated_at", "day"}
 
 
@@ -64,6 +69,17 @@ def _ref(payload: dict, *keys: str) -> str | None:
         value = payload.get(key)
         if value not in (None, ""):
             return str(value)
+    return None
+
+
+def _crm_status(source: str, payload: dict) -> str | None:
+    """"customer" or "former" from the CRM's account type (Salesforce) or lifecycle stage (HubSpot)."""
+    if source == "salesforce":
+        kind = str(payload.get("type") or "").lower()
+        return "former" if "former" in kind else "customer" if kind == "customer" else None
+    if source == "hubspot":
+        stage = str(payload.get("lifecycle_stage") or "").lower()
+        return "customer" if stage == "customer" else "former" if stage in ("other", "former_customer") else None
     return None
 
 
@@ -115,10 +131,42 @@ def _columns(kind: str) -> Callable[[dict, dict], dict]:
     return lambda rec, payload: {name: payload.get(name) for name in fields}
 
 
+def usage_frame(store: Store, accounts: AccountMap, since: pd.Timestamp | None = None) -> tuple[pd.DataFrame, int]:
+    """Daily usage after `since` (None: all of it) with its unified account, and how many rows had
+    none. Accounts are matched per distinct (source, account_ref), never per row: a small lookup
+    frame of the categories merged with the account map, then one take over the rows' codes."""
+    start = None
+    if since is not None:
+        since = pd.Timestamp(since)
+        start = (since.tz_localize("UTC") if since.tzinfo is None else since.tz_convert("UTC")).date()
+    raw = store.usage_frame(start, None)
+    sources, refs = raw["source"].cat, raw["account_ref"].cat
+    grid = pd.DataFrame({"source": np.repeat(np.asarray(sources.categories, dtype=object), len(refs.categories)),
+                         "account_ref": np.tile(np.asarray(refs.categories, dtype=object), len(sources.categories))})
+    wanted = set(sources.categories)
+    known = pd.DataFrame([(s, ref, uid) for (s, ref), uid in accounts.items() if s in wanted],
+                         columns=["source", "account_ref", "unified_id"], dtype=object)
+    matched = grid.merge(known, on=["source", "account_ref"], how="left")["unified_id"]
+    grid_codes, names = pd.factorize(matched)
+    lookup = grid_codes.astype(np.int32)
+    codes = lookup[sources.codes.to_numpy().astype(np.int64) * len(refs.categories) + refs.codes.to_numpy()] \
+        if len(grid) else np.empty(0, np.int32)
+    keep = codes >= 0
+    missing = int(len(codes) - keep.sum())
+    # in place: the frame is the largest the scoring stage holds, so it is not copied unless rows go
+    raw.insert(0, "unified_id", pd.Categorical.from_codes(codes, categories=pd.Index(names, dtype=object)))
+    del raw["account_ref"]
+    if missing:
+        raw = raw[keep].reset_index(drop=True)
+    return raw, missing
+
+
 def load_frames(store: Store, accounts: AccountMap, people: AccountMap | None = None,
-                unified: pd.DataFrame | None = None) -> Frames:
+                unified: pd.DataFrame | None = None, usage_since: pd.Timestamp | None = None) -> Frames:
     """Every frame the features need. `accounts` and `people` come from `sync.identity.account_map`
-    / `people_map`; `unified` (from `sync.identity.unified_accounts`) gives the account list."""
+    / `people_map`; `unified` (from `sync.identity.unified_accounts`) gives the account list.
+    `usage_since` bounds the usage read to the days after it (None: all history); the features look
+    back 180 days from the date they are built for."""
     load = Loader(store, accounts, people)
 
     account_rows: dict[str, dict[str, Any]] = {}
@@ -133,11 +181,15 @@ def load_frames(store: Store, accounts: AccountMap, people: AccountMap | None = 
             row.update(_rank=rank, name=p.get("name"), segment=p.get("segment"), owner_id=p.get("owner_id"),
                        owner_source=rec["source"] if p.get("owner_id") else None)
         row["country"] = row.get("country") or p.get("country")
+        status = _crm_status(rec["source"], p)
+        if status and rank < row.get("_status_rank", 9):  # Salesforce's word first, then HubSpot's
+            row.update(_status_rank=rank, crm_status=status, crm_status_at=rec["updated_at"])
         created = p.get("created_at")
         if created and (row.get("created_at") is None or str(created) < str(row["created_at"])):
             row["created_at"] = created
     frame = pd.DataFrame(list(account_rows.values()),
-                         columns=["unified_id", "name", "country", "segment", "owner_id", "owner_source", "created_at"])
+                         columns=["unified_id", "name", "country", "segment", "owner_id", "owner_source", "created_at",
+                                  "crm_status", "crm_status_at"])
     if unified is not None and len(unified):
         frame = frame.merge(unified[["unified_id", "parent_unified_id"]], on="unified_id", how="left")
     else:
@@ -161,9 +213,9 @@ def load_frames(store: Store, accounts: AccountMap, people: AccountMap | None = 
                          lambda rec, p: {"source": rec["source"], "created_at": p.get("created_at"),
                                          "updated_at": rec["updated_at"], "deleted": bool(rec["deleted"])},
                          include_deleted=True)
-    usage = load.rows("usage", "usage", load.by_account,
-                      lambda rec, p: {"source": rec["source"], "day": p.get("day"), "metric": p.get("metric"),
-                                      "value": p.get("value")})
+    usage, no_account = usage_frame(store, accounts, usage_since)
+    if no_account:
+        load.unattributed["usage"] = load.unattributed.get("usage", 0) + no_account
     return Frames(
         accounts=accounts_frame,
         subscriptions=_frame(subs, ["unified_id", "source_id", *COLUMNS["subscriptions"]]),
@@ -176,6 +228,6 @@ def load_frames(store: Store, accounts: AccountMap, people: AccountMap | None = 
                         ["unified_id", "source", *COLUMNS["renewals"]]),
         activities=_frame(activities, ["unified_id", "source", "at", "completed"]),
         contacts=_frame(contacts, ["unified_id", "source", "created_at", "updated_at", "deleted"]),
-        usage=_frame(usage, ["unified_id", "source", "day", "metric", "value"]),
+        usage=usage,
         unattributed=load.unattributed)
 

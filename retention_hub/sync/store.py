@@ -43,6 +43,24 @@ identity_decisions  left_source, left_id, right_source, right_id (PK), relation 
                     origin, decided_at: review decisions imported back (overrides kept in the store)
 identity_state      name PK, value JSON, updated_at (e.g. the store marker seen at the last unification)
 
+Schema (version 3: product usage in its own typed table)
+--------------------------------------------------------
+usage_days          source, day DATE, account_ref (primary key: one row per source account and day; a
+                    usage record's source_id is "{account_ref}|{day}", so it is not stored)
+                    updated_at TIMESTAMP NULL, deleted BOOL, first_seen_run, last_seen_run INT NULL (as in
+                    records), metrics JSON ({name: value} as the connector gave them), extra JSON NULL (the
+                    payload's other fields, e.g. Stripe's meter ids), and one FLOAT NULL column per canonical
+                    metric: active_users, sessions, events, features_used, api_calls (`USAGE_METRIC_COLUMNS`
+                    maps metric names onto them; other metrics stay in `metrics` only). SQLite keeps it
+                    WITHOUT ROWID, clustered on the key, so a day window of one source is one range read.
+                    Records of kind "usage" live here, not in `records`; every record method
+                    (upsert_records, get_record, iter_records, count_records, records_marker, iter_fields)
+                    covers them transparently, the payload rebuilt from the columns (its source, kind,
+                    source_id, updated_at, deleted, account_ref, day and metrics, plus `extra`).
+                    `usage_frame` reads a day window as a DataFrame. The v3 migration folds the old
+                    per-metric usage records ("{account}|{day}|{metric}") into these rows and removes
+                    them from `records`.
+
 Migrations: `MIGRATIONS` is an ordered list of functions taking a Connection; the store applies
 the ones past its recorded version inside one transaction. A schema change appends a migration
 and edits the `Table` objects below; migration functions never change once released.
@@ -52,21 +70,23 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 from itertools import islice
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import (JSON, Boolean, Column, DateTime, Engine, Float, Index, Integer, MetaData, String, Table,
-                        Text, bindparam, case, create_engine, delete, event, func, insert, literal, or_, select,
-                        tuple_, update)
+from sqlalchemy import (JSON, Boolean, Column, Date, DateTime, Engine, Float, Index, Integer, MetaData,
+                        PrimaryKeyConstraint, String, Table, Text, and_, bindparam, case, create_engine, delete,
+                        event, func, insert, literal, or_, select, tuple_, update)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.types import TypeDecorator
 
 from ..log import register_secret, scrub
+from . import store_scores
 
 DEFAULT_STORE_URL = "sqlite:///.rhub/hub.db"
 RAW_LIMIT = 10_000
@@ -123,6 +143,12 @@ def _dumps(value: Any) -> str:
 
 
 JSONType = JSON().with_variant(JSONB(), "postgresql")
+JSONOrNull = JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")  # None -> SQL NULL
+
+# the typed metric columns of usage_days, and the metric names (as connectors emit them) stored in each
+USAGE_COLUMNS = ("active_users", "sessions", "events", "features_used", "api_calls")
+USAGE_METRIC_COLUMNS: dict[str, str] = {**{c: c for c in USAGE_COLUMNS},
+                                        "api_call": "api_calls"}  # a Stripe meter's usual event name
 
 
 # -- schema --------------------------------------------------------------------------------------
@@ -280,18 +306,133 @@ def _migrate_v2(conn: Connection) -> None:
     md.create_all(conn, checkfirst=True)
 
 
-MIGRATIONS: list[Callable[[Connection], None]] = [_migrate_v1, _migrate_v2]
+def _define_v3(md: MetaData) -> dict[str, Table]:
+    """The typed usage table added by version 3, bound to `md`."""
+    return {
+        "usage_days": Table(
+            "usage_days", md,
+            Column("source", String(32), nullable=False),
+            Column("day", Date, nullable=False),
+            Column("account_ref", String(255), nullable=False),
+            Column("updated_at", UTCDateTime, nullable=True),
+            Column("deleted", Boolean, nullable=False, default=False),
+            Column("metrics", JSONType, nullable=False),
+            Column("extra", JSONOrNull, nullable=True),
+            Column("first_seen_run", Integer, nullable=True),
+            Column("last_seen_run", Integer, nullable=True),
+            *[Column(name, Float, nullable=True) for name in
+              ("active_users", "sessions", "events", "features_used", "api_calls")],
+            # (source, day, ...) first: a day window of a source is one range of the key, and a sync's
+            # day-by-day writes append to it
+            PrimaryKeyConstraint("source", "day", "account_ref"),
+            sqlite_with_rowid=False)}
+
+
+# v3's mapping of metric names onto its typed columns, frozen here for the migration
+_V3_METRIC_COLUMNS = {"active_users": "active_users", "sessions": "sessions", "events": "events",
+                      "features_used": "features_used", "api_calls": "api_calls", "api_call": "api_calls"}
+
+
+def _migrate_v3(conn: Connection) -> None:
+    """The usage_days table; the per-metric usage records ("{account}|{day}|{metric}") are folded into
+    one row per source, account and day, and leave `records`."""
+    md = MetaData()
+    old = _define_v1(md)["records"]
+    usage = _define_v3(md)["usage_days"]
+    usage.create(conn, checkfirst=True)
+    account, day = old.c.payload["account_ref"].as_string(), old.c.payload["day"].as_string()
+    # ordered by the target key, so each row's records arrive together and memory stays bounded
+    query = (select(old.c.source, old.c.source_id, old.c.updated_at, old.c.deleted, old.c.payload,
+                    old.c.first_seen_run, old.c.last_seen_run)
+             .where(old.c.kind == "usage").order_by(old.c.source, account, day, old.c.source_id))
+    batch: list[dict[str, Any]] = []
+    current: dict[str, Any] | None = None
+    for rec in conn.execute(query, execution_options={"yield_per": 10_000}):
+        payload = dict(rec.payload or {})
+        parts = rec.source_id.split("|")
+        ref = str(payload.get("account_ref") or parts[0])
+        when = str(payload.get("day") or (parts[1] if len(parts) > 1 else ""))[:10]
+        key = (rec.source, when, ref)
+        if current is None or current["_key"] != key:
+            if current is not None:
+                batch.append(_v3_row(current))
+                if len(batch) >= 5_000:
+                    conn.execute(insert(usage), batch)
+                    batch = []
+            current = {"_key": key, "source": rec.source, "day": date.fromisoformat(when), "account_ref": ref,
+                       "updated_at": None, "deleted": True, "metrics": {}, "extra": {},
+                       "first_seen_run": None, "last_seen_run": None}
+        current["updated_at"] = max((t for t in (current["updated_at"], rec.updated_at) if t is not None),
+                                    default=None)
+        current["deleted"] = current["deleted"] and bool(rec.deleted)
+        current["first_seen_run"] = min((r for r in (current["first_seen_run"], rec.first_seen_run)
+                                         if r is not None), default=None)
+        current["last_seen_run"] = max((r for r in (current["last_seen_run"], rec.last_seen_run)
+                                        if r is not None), default=None)
+        if isinstance(payload.get("metrics"), dict):
+            current["metrics"].update(payload["metrics"])
+        elif payload.get("metric") is not None:
+            current["metrics"][str(payload["metric"])] = payload.get("value")
+        if payload.get("meter_id"):
+            current["extra"].setdefault("meter_ids", [])
+            if payload["meter_id"] not in current["extra"]["meter_ids"]:
+                current["extra"]["meter_ids"] = sorted([*current["extra"]["meter_ids"], payload["meter_id"]])
+        for name, value in payload.items():
+            if name not in _V3_OLD_FIELDS:
+                current["extra"][name] = value
+    if current is not None:
+        batch.append(_v3_row(current))
+    if batch:
+        conn.execute(insert(usage), batch)
+    conn.execute(delete(old).where(old.c.kind == "usage"))
+
+
+# fields of the old per-metric usage payload that v3 keeps in its columns
+_V3_OLD_FIELDS = frozenset({"source", "kind", "source_id", "updated_at", "deleted", "account_ref", "day", "metric",
+                            "value", "metrics", "meter_id"})
+
+
+def _v3_row(group: dict[str, Any]) -> dict[str, Any]:
+    row = {k: v for k, v in group.items() if k != "_key"}
+    row["extra"] = row["extra"] or None
+    typed: dict[str, float | None] = {c: None for c in set(_V3_METRIC_COLUMNS.values())}
+    for name, value in row["metrics"].items():
+        column = _V3_METRIC_COLUMNS.get(name)
+        if column and isinstance(value, (int, float)) and not isinstance(value, bool):
+            typed[column] = (typed[column] or 0.0) + float(value)
+    return {**row, **typed}
+
+
+def _define_v4(md: MetaData) -> dict[str, Table]:
+    """The scoring stage's tables (models, scores, playbook assignments, episodes and tasks)."""
+    return store_scores.define(md, JSONType, UTCDateTime)
+
+
+def _migrate_v4(conn: Connection) -> None:
+    md = MetaData()
+    _define_v4(md)
+    md.create_all(conn, checkfirst=True)
+
+
+MIGRATIONS: list[Callable[[Connection], None]] = [_migrate_v1, _migrate_v2, _migrate_v3, _migrate_v4]
 SCHEMA_VERSION = len(MIGRATIONS)
 
-# The live schema, used by the queries below: version 1 plus the identity tables of version 2.
+# The live schema, used by the queries below: version 1, the identity tables of version 2, usage_days of 3,
+# the scoring tables of 4.
 metadata = MetaData()
-_tables = {**_define_v1(metadata), **_define_v2(metadata)}
+_tables = {**_define_v1(metadata), **_define_v2(metadata), **_define_v3(metadata), **_define_v4(metadata)}
+SCORE_TABLES: dict[str, Table] = {name: _tables[name] for name in
+                                  ("models", "scores", "playbook_assignments", "playbook_episodes", "playbook_tasks")}
 schema_version_table = _tables["schema_version"]
 records = _tables["records"]
 cursors = _tables["cursors"]
 runs = _tables["runs"]
 quarantine = _tables["quarantine"]
+usage_days = _tables["usage_days"]
 IDENTITY_TABLES: dict[str, Table] = {name: t for name, t in _tables.items() if name.startswith("identity_")}
+USAGE = "usage"  # the record kind kept in usage_days
+# payload fields of a usage record that usage_days keeps in its own columns (the rest go to `extra`)
+_USAGE_FIELDS = frozenset({"source", "kind", "source_id", "updated_at", "deleted", "account_ref", "day", "metrics"})
 
 
 @dataclass(frozen=True)
@@ -349,8 +490,10 @@ def make_engine(url: str) -> Engine:
     return engine
 
 
-class Store:
+class Store(store_scores.ScoreTables):
     """Access to the state store at `url`; creates or migrates the schema on first use."""
+
+    tables = SCORE_TABLES  # for the scoring methods of store_scores.ScoreTables
 
     def __init__(self, url: str = DEFAULT_STORE_URL) -> None:
         self.url = url
@@ -416,7 +559,11 @@ class Store:
         replace it, so replays and look-back windows are harmless; last_seen_run moves anyway.
         """
         latest: dict[tuple[str, str, str], dict[str, Any]] = {}
+        usage: list[Mapping[str, Any]] = []
         for row in rows:
+            if row["kind"] == USAGE:
+                usage.append(row)
+                continue
             key = (str(row["source"]), str(row["kind"]), str(row["source_id"]))
             item = {"source": key[0], "kind": key[1], "source_id": key[2],
                     "updated_at": _as_utc(row.get("updated_at")), "deleted": bool(row.get("deleted", False)),
@@ -425,8 +572,9 @@ class Store:
             # within one batch keep the newest version (a statement may not touch a row twice)
             if seen is None or _not_older(item["updated_at"], seen["updated_at"]):
                 latest[key] = item
+        written = self._upsert_usage(usage, run_id) if usage else 0
         if not latest:
-            return 0
+            return written
         stmt = self._insert(records)
         new = stmt.excluded
         newer = or_(new.updated_at.is_(None), records.c.updated_at.is_(None),
@@ -439,9 +587,44 @@ class Store:
                   "last_seen_run": func.coalesce(new.last_seen_run, records.c.last_seen_run)})
         with self.engine.begin() as conn:
             conn.execute(stmt, list(latest.values()))
+        return written + len(latest)
+
+    def _upsert_usage(self, rows: list[Mapping[str, Any]], run_id: int | None) -> int:
+        """Usage records into usage_days, with the same newer-wins rule as `records`. Rows go through
+        the driver's executemany (`_bulk`): a first sync writes one row per account and day."""
+        latest: dict[tuple[str, date, str], dict[str, Any]] = {}
+        seen_values: dict[Any, Any] = {}  # a page's few distinct days and times, parsed once each
+        for row in rows:
+            item = _usage_row(row, run_id, seen_values)
+            key = (item["source"], item["day"], item["account_ref"])
+            seen = latest.get(key)
+            if seen is None or _not_older(item["updated_at"], seen["updated_at"]):
+                latest[key] = item
+        stmt = self._insert(usage_days)
+        new = stmt.excluded
+        newer = or_(new.updated_at.is_(None), usage_days.c.updated_at.is_(None),
+                    new.updated_at >= usage_days.c.updated_at)
+        replaced = ("updated_at", "deleted", "metrics", "extra", *USAGE_COLUMNS)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[usage_days.c.source, usage_days.c.day, usage_days.c.account_ref],
+            set_={**{name: case((newer, new[name]), else_=usage_days.c[name]) for name in replaced},
+                  "last_seen_run": func.coalesce(new.last_seen_run, usage_days.c.last_seen_run)})
+        with self.engine.begin() as conn:
+            for batch in _chunks(list(latest.values()), 50_000):
+                self._bulk(conn, stmt, batch)
         return len(latest)
 
     def get_record(self, source: str, kind: str, source_id: str) -> dict[str, Any] | None:
+        if kind == USAGE:
+            try:
+                account, day = _usage_key(source_id)
+            except ValueError:
+                return None
+            with self.engine.connect() as conn:
+                row = conn.execute(select(usage_days).where(
+                    usage_days.c.source == source, usage_days.c.day == day,
+                    usage_days.c.account_ref == account)).first()
+            return _usage_record(row) if row else None
         with self.engine.connect() as conn:
             row = conn.execute(select(records).where(
                 records.c.source == source, records.c.kind == kind, records.c.source_id == source_id)).first()
@@ -450,12 +633,18 @@ class Store:
     def iter_records(self, kind: str | None = None, source: str | None = None,
                      include_deleted: bool = False, batch_size: int = 1000) -> Iterator[dict[str, Any]]:
         """Records ordered by (kind, source, source_id), read in keyset-paginated batches, so memory
-        stays bounded and no connection is held while the caller works on a batch."""
+        stays bounded and no connection is held while the caller works on a batch. Usage records
+        (kept in usage_days) come in their table's order within a source: by day, then account."""
         groups = select(records.c.kind, records.c.source).where(
             *self._filters(kind, source, include_deleted)).distinct().order_by(records.c.kind, records.c.source)
         with self.engine.connect() as conn:
-            pairs = conn.execute(groups).all()
+            pairs = [tuple(p) for p in conn.execute(groups).all()]
+        if kind in (None, USAGE):
+            pairs = sorted(set(pairs) | {(USAGE, s) for s in self.usage_sources() if source in (None, s)})
         for group_kind, group_source in pairs:
+            if group_kind == USAGE:
+                yield from self._iter_usage(group_source, include_deleted, batch_size)
+                continue
             # per (kind, source) the keyset is one column: an index range scan, never a re-scan
             last: str | None = None
             while True:
@@ -470,11 +659,97 @@ class Store:
                     break
                 last = page[-1]["source_id"]
 
+    def _iter_usage(self, source: str, include_deleted: bool, batch_size: int) -> Iterator[dict[str, Any]]:
+        t = usage_days
+        last: tuple[date, str] | None = None
+        while True:
+            query = select(t).where(*self._usage_filters(source, include_deleted))
+            if last is not None:  # keyset on (day, account_ref); the plain `day >=` bounds the key range
+                query = query.where(t.c.day >= last[0], or_(t.c.day > last[0], and_(t.c.day == last[0],
+                                                                                   t.c.account_ref > last[1])))
+            with self.engine.connect() as conn:
+                page = conn.execute(query.order_by(t.c.day, t.c.account_ref).limit(batch_size)).all()
+            yield from (_usage_record(row) for row in page)
+            if len(page) < batch_size:
+                return
+            last = (page[-1].day, page[-1].account_ref)
+
     def count_records(self, kind: str | None = None, source: str | None = None,
                       include_deleted: bool = False) -> int:
         query = select(func.count()).select_from(records).where(*self._filters(kind, source, include_deleted))
         with self.engine.connect() as conn:
-            return int(conn.execute(query).scalar() or 0)
+            total = int(conn.execute(query).scalar() or 0)
+            if kind in (None, USAGE):
+                total += int(conn.execute(select(func.count()).select_from(usage_days).where(
+                    *self._usage_filters(source, include_deleted))).scalar() or 0)
+        return total
+
+    @staticmethod
+    def _usage_filters(source: str | None, include_deleted: bool) -> list[Any]:
+        out = []
+        if source is not None:
+            out.append(usage_days.c.source == source)
+        if not include_deleted:
+            out.append(usage_days.c.deleted.is_(False))
+        return out
+
+    def usage_sources(self) -> list[str]:
+        """The sources with rows in usage_days, one index seek each (no scan of the table)."""
+        out: list[str] = []
+        with self.engine.connect() as conn:
+            while True:
+                query = select(func.min(usage_days.c.source))
+                if out:
+                    query = query.where(usage_days.c.source > out[-1])
+                found = conn.execute(query).scalar()
+                if found is None:
+                    return out
+                out.append(found)
+
+    def usage_frame(self, start_day: Any = None, end_day: Any = None,
+                    sources: Sequence[str] | None = None, chunk: int = 50_000) -> Any:
+        """Live daily usage with start_day < day <= end_day (None: unbounded) as a pandas DataFrame.
+
+        Columns: source and account_ref (Categorical), day (datetime64[ns, UTC], midnight of the day),
+        and the canonical metrics of `USAGE_COLUMNS` as float32 (NaN where the row has no such
+        metric). Read from the typed columns, never the JSON: one plain select per source and day
+        (a range of the table's key, so the day needs no reading), fetched from the driver in
+        chunks of `chunk` rows straight into numpy arrays.
+        """
+        import numpy as np
+        import pandas as pd
+
+        t = usage_days
+        wanted = list(sources) if sources is not None else self.usage_sources()
+        query = select(t.c.account_ref, *[t.c[name] for name in USAGE_COLUMNS]).where(
+            t.c.source == bindparam("source"), t.c.day == bindparam("day", type_=Date()), t.c.deleted.is_(False))
+        with self.engine.connect() as conn:
+            spans: list[tuple[int, str, range]] = []  # (source code, source, day numbers to read)
+            capacity = 0
+            for code, source in enumerate(wanted):
+                # two queries: SQLite answers a lone min() or max() with one seek, both together with a scan
+                first = conn.execute(select(func.min(t.c.day)).where(t.c.source == source)).scalar()
+                last = conn.execute(select(func.max(t.c.day)).where(t.c.source == source)).scalar()
+                if first is None:
+                    continue
+                if start_day is not None:
+                    first = max(first, _as_day(start_day) + timedelta(days=1))
+                if end_day is not None:
+                    last = min(last, _as_day(end_day))
+                numbers = range((first - _EPOCH).days, (last - _EPOCH).days + 1)
+                if numbers:  # buffers sized by the last day's rows (a growing business: the largest day)
+                    spans.append((code, source, numbers))
+                    capacity += len(numbers) * int(conn.execute(select(func.count()).select_from(t).where(
+                        t.c.source == source, t.c.day == last)).scalar() or 0)
+            reader = _UsageReader(chunk, capacity)
+            for code, source, numbers in spans:
+                for number in numbers:
+                    result = conn.execute(query, {"source": source, "day": _EPOCH + timedelta(days=number)})
+                    try:
+                        reader.read(result.cursor, code, number)
+                    finally:
+                        result.close()
+        return reader.frame(wanted)
 
     @staticmethod
     def _filters(kind: str | None, source: str | None, include_deleted: bool) -> list[Any]:
@@ -576,6 +851,10 @@ class Store:
         straight from the driver; every value is text or None (a JSON object or list as its JSON
         text, a number as its digits).
         """
+        if kind == USAGE:  # usage_days has no payload column: rebuilt rows, fields as text
+            yield from _usage_fields(self.iter_records(USAGE, source, include_deleted, batch_size), fields,
+                                     batch_size)
+            return
         values = [records.c.payload[name].as_string() for name in fields]
         groups = select(records.c.source).where(*self._filters(kind, source, include_deleted)).distinct()
         with self.engine.connect() as conn:
@@ -612,6 +891,13 @@ class Store:
             records.c.kind.in_(list(kinds)))
         with self.engine.connect() as conn:
             count, deleted, run, updated = conn.execute(query).one()
+            if USAGE in kinds:
+                t = usage_days
+                more = conn.execute(select(func.count(), func.sum(case((t.c.deleted.is_(True), 1), else_=0)),
+                                           func.max(t.c.last_seen_run), func.max(t.c.updated_at))).one()
+                count, deleted = (count or 0) + (more[0] or 0), (deleted or 0) + (more[1] or 0)
+                run = max((r for r in (run, more[2]) if r is not None), default=None)
+                updated = max((u for u in (updated, more[3]) if u is not None), default=None)
         if isinstance(updated, datetime):
             updated = updated.isoformat()
         return [int(count or 0), int(deleted or 0), run, None if updated is None else str(updated)]
@@ -694,6 +980,9 @@ class Store:
                 first = items[0]
                 if all(v is first for v in items):  # one value for every row (this run's timestamp)
                     items = [process(first)] * len(items)
+                elif isinstance(first, (date, datetime)):  # a page's few distinct days: each processed once
+                    memo: dict[Any, Any] = {}
+                    items = [memo[v] if v in memo else memo.setdefault(v, process(v)) for v in items]
                 else:
                     items = [process(v) for v in items]
             values.append(items)
@@ -702,6 +991,169 @@ class Store:
             params = [dict(zip(order, p)) for p in params]
         conn.exec_driver_sql(str(compiled), params)
         return len(params)
+
+
+_EPOCH = date(1970, 1, 1)
+_NS_PER_DAY = 86_400 * 10**9
+
+
+class _UsageReader:
+    """Driver rows (account_ref, *USAGE_COLUMNS) of one source and day at a time, written straight
+    into preallocated numpy buffers (grown if the estimate falls short), then one DataFrame over
+    them. Rows cost the most in the driver; what is done here per row is kept to C loops: columns
+    by itemgetter, floats by numpy, account codes by hash lookups (or none at all when a chunk lists
+    the same accounts as the previous day's chunk at that place, the usual case)."""
+
+    def __init__(self, chunk: int, capacity: int) -> None:
+        import numpy as np
+        import pandas as pd
+
+        self.chunk = chunk
+        self.accounts = pd.Index([], dtype=object)  # account_ref categories, in order of first appearance
+        self.block = np.empty((len(USAGE_COLUMNS), max(capacity, 1)), np.float32)  # pandas' own layout
+        self.codes = np.empty(max(capacity, 1), np.int32)
+        self.rows = 0
+        self.runs: list[tuple[int, int, int]] = []  # (source code, day number, rows) of each chunk
+        self.previous: dict[tuple[int, int], tuple[list[str], Any]] = {}  # (source, offset) -> its refs, codes
+
+    def _reserve(self, n: int) -> None:
+        import numpy as np
+
+        if self.rows + n <= self.codes.size:
+            return
+        size = max(self.rows + n, int(self.codes.size * 1.5), 2 * n)  # geometric: a poor estimate costs little
+        block, codes = np.empty((self.block.shape[0], size), np.float32), np.empty(size, np.int32)
+        block[:, :self.rows], codes[:self.rows] = self.block[:, :self.rows], self.codes[:self.rows]
+        self.block, self.codes = block, codes
+
+    def read(self, cursor: Any, source: int, day: int) -> None:
+        import numpy as np
+        import pandas as pd
+
+        offset = 0
+        while rows := cursor.fetchmany(self.chunk):
+            n = len(rows)
+            self._reserve(n)
+            at = slice(self.rows, self.rows + n)
+            refs = list(map(itemgetter(0), rows))
+            seen = self.previous.get((source, offset))
+            if seen is not None and seen[0] == refs:
+                self.codes[at] = seen[1]
+            else:
+                found = self.accounts.get_indexer(np.asarray(refs, dtype=object))
+                if (found < 0).any():
+                    fresh = pd.unique(np.asarray(refs, dtype=object)[found < 0])
+                    self.accounts = self.accounts.append(pd.Index(fresh, dtype=object))
+                    found = self.accounts.get_indexer(np.asarray(refs, dtype=object))
+                self.codes[at] = found
+                self.previous[(source, offset)] = (refs, self.codes[at].copy())
+            for i in range(len(USAGE_COLUMNS)):
+                values = list(map(itemgetter(i + 1), rows))
+                # a metric the source never has (api_calls of a warehouse) costs no per-value conversion
+                self.block[i, at] = np.nan if values.count(None) == n else np.asarray(values, dtype=np.float32)
+            self.runs.append((source, day, n))
+            self.rows += n
+            offset += n
+
+    def frame(self, sources: list[str]) -> Any:
+        import numpy as np
+        import pandas as pd
+
+        self.previous.clear()
+        runs = np.array(self.runs, dtype=np.int64).reshape(-1, 3)
+        days = np.repeat(runs[:, 1] * _NS_PER_DAY, runs[:, 2]).view("datetime64[ns]")
+        keys = pd.DataFrame({
+            "source": pd.Categorical.from_codes(np.repeat(runs[:, 0].astype(np.int16), runs[:, 2]),
+                                                categories=pd.Index(sources, dtype=object)),
+            "account_ref": pd.Categorical.from_codes(self.codes[:self.rows], categories=self.accounts),
+            "day": pd.Series(days, copy=False).dt.tz_localize("UTC").array}, copy=False)
+        del days
+        # side by side without a copy (DataFrame.insert or a dict of float columns would copy them)
+        metrics = pd.DataFrame(self.block[:, :self.rows].T, columns=list(USAGE_COLUMNS), copy=False)
+        return pd.concat([keys, metrics], axis=1)
+
+
+def _as_day(value: Any) -> date:
+    """A calendar day from a date, an ISO text or an aware datetime / pandas Timestamp (its UTC day)."""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value) if len(value) > 10 else date.fromisoformat(value)
+    if hasattr(value, "to_pydatetime"):
+        value = value.to_pydatetime()
+    if isinstance(value, datetime):
+        return (value.astimezone(timezone.utc) if value.tzinfo else value).date()
+    if isinstance(value, date):
+        return value
+    raise TypeError(f"expected a day, got {type(value).__name__}")
+
+
+def _usage_key(source_id: str, days: dict[Any, Any] | None = None) -> tuple[str, date]:
+    """(account_ref, day) of a usage record's source_id "{account_ref}|{day}"."""
+    account, _, text = str(source_id).rpartition("|")
+    if not account:
+        raise ValueError(f"usage source_id {source_id!r} is not '{{account_ref}}|{{day}}'")
+    if days is None:
+        return account, date.fromisoformat(text)
+    day = days.get(text)
+    if day is None:
+        day = days[text] = date.fromisoformat(text)
+    return account, day
+
+
+def _usage_row(row: Mapping[str, Any], run_id: int | None, seen: dict[Any, Any]) -> dict[str, Any]:
+    """A usage record as a usage_days row: key and metric columns, and the payload's other fields.
+    `seen` holds the days and times parsed so far, so equal values are one object (see `_bulk`)."""
+    payload = row.get("payload") or {}
+    account, day = _usage_key(row["source_id"], seen)
+    if str(payload.get("account_ref", account)) != account or str(payload.get("day", day))[:10] != day.isoformat():
+        raise ValueError(f"usage record {row['source_id']!r}: its source_id must be "
+                         f"'{{account_ref}}|{{day}}' of its payload ({payload.get('account_ref')!r}, "
+                         f"{payload.get('day')!r})")
+    metrics = payload.get("metrics") or {}
+    if not isinstance(metrics, Mapping):
+        raise ValueError(f"usage record {row['source_id']!r}: metrics must be an object, got {metrics!r}")
+    updated = row.get("updated_at")
+    if updated is not None:
+        key = ("t", updated)
+        updated = seen[key] if key in seen else seen.setdefault(key, _as_utc(updated))
+    out: dict[str, Any] = {"source": str(row["source"]), "day": day, "account_ref": account,
+                           "updated_at": updated, "deleted": bool(row.get("deleted", False)),
+                           "metrics": dict(metrics), "extra": None,
+                           "first_seen_run": run_id, "last_seen_run": run_id, **_NO_METRICS}
+    if len(payload) > len(_USAGE_FIELDS) or not _USAGE_FIELDS.issuperset(payload):
+        out["extra"] = {k: v for k, v in payload.items() if k not in _USAGE_FIELDS} or None
+    for name, value in metrics.items():
+        column = USAGE_METRIC_COLUMNS.get(name)
+        if column and isinstance(value, (int, float, Decimal)) and not isinstance(value, bool):
+            out[column] = float(value) if out[column] is None else out[column] + float(value)  # 2 names, 1 column
+    return out
+
+
+_NO_METRICS = dict.fromkeys(USAGE_COLUMNS)
+
+
+def _usage_record(row: Any) -> dict[str, Any]:
+    """A usage_days row as the record `records` would hold (payload rebuilt from the columns)."""
+    day = row.day.isoformat()
+    source_id = f"{row.account_ref}|{day}"
+    payload = {"source": row.source, "kind": USAGE, "source_id": source_id,
+               "updated_at": row.updated_at.isoformat() if row.updated_at else None, "deleted": bool(row.deleted),
+               "account_ref": row.account_ref, "day": day, "metrics": row.metrics, **(row.extra or {})}
+    return {"source": row.source, "kind": USAGE, "source_id": source_id, "updated_at": row.updated_at,
+            "deleted": bool(row.deleted), "payload": payload, "first_seen_run": row.first_seen_run,
+            "last_seen_run": row.last_seen_run}
+
+
+def _usage_fields(recs: Iterator[dict[str, Any]], fields: Sequence[str],
+                  batch_size: int) -> Iterator[list[tuple[Any, ...]]]:
+    """iter_fields' batches for usage records: objects and lists as JSON text, numbers as digits."""
+    def text(value: Any) -> str | None:
+        if value is None or isinstance(value, str):
+            return value
+        return _dumps(value) if isinstance(value, (dict, list, bool)) else str(value)
+
+    while batch := [(r["source"], r["source_id"], *[text(r["payload"].get(f)) for f in fields])
+                    for r in islice(recs, batch_size)]:
+        yield batch
 
 
 def _columns(rows: Any) -> dict[str, list[Any]]:

@@ -151,8 +151,9 @@ def company(world: World, i: int) -> dict:
     return next(c for c in world.stripe["customer"].values() if c["name"] == f"Company {i}")
 
 
-def expected_usage(world: World, since: int, until: int) -> dict[str, float]:
-    """Non-zero daily meter values in [since, until) of (not deleted) customers on the metered price."""
+def expected_usage(world: World, since: int, until: int) -> dict[str, dict[str, float]]:
+    """{customer|day: {event name: value}}: non-zero daily meter values in [since, until) of (not
+    deleted) customers on the metered price."""
     subs = world.stripe["subscription"].values()
     metered = {s["customer"] for s in subs if any(i["price"]["recurring"]["meter"] for i in s["items"]["data"])}
     metered -= {c for c, rec in world.stripe["customer"].items() if rec.get("_deleted")}
@@ -162,8 +163,12 @@ def expected_usage(world: World, since: int, until: int) -> dict[str, float]:
             for start, value in days.items():
                 if customer in metered and since <= start < until and value:
                     day = datetime.fromtimestamp(start, timezone.utc).date().isoformat()
-                    out[f"{customer}|{day}|api_call"] = value
+                    out[f"{customer}|{day}"] = {"api_call": value}
     return out
+
+
+def metrics(pages: list[Page]) -> dict[str, dict[str, float]]:
+    return {r["source_id"]: r["payload"]["metrics"] for r in records(pages)}
 
 
 def full_run(sandbox: Any, world: World, **kwargs: Any) -> tuple[StripeConnector, dict[str, list[Page]]]:
@@ -206,9 +211,31 @@ def test_full_read_maps_every_stream(sb, world):
     assert all(p["amount_minor"] == 7500 and p["customer_id"] and p["subscription_id"]
                for p in (r["payload"] for r in invoices))
 
-    usage = {r["source_id"]: r["payload"]["value"] for r in records(pages["usage"])}
-    assert usage == expected_usage(world, unix(ANCHOR) - 90 * DAY, unix(ANCHOR))
-    assert all(r["payload"]["account_ref"] and r["payload"]["metric"] == "api_call" for r in records(pages["usage"]))
+    assert metrics(pages["usage"]) == expected_usage(world, unix(ANCHOR) - 90 * DAY, unix(ANCHOR))
+    meter_id = next(iter(world.stripe["billing.meter"]))
+    for r in records(pages["usage"]):  # one record per customer and day
+        p = r["payload"]
+        assert r["source_id"] == f"{p['account_ref']}|{p['day']}" and p["meter_ids"] == [meter_id]
+
+
+def test_a_customer_day_holds_every_meter(sb, world, caplog):
+    with world.lock:  # a second meter, on no price: read for every subscribed customer
+        exports = world.stripe_put("billing.meter", {
+            "display_name": "Exports", "event_name": "exports", "status": "active",
+            "customer_mapping": {"event_payload_key": "stripe_customer_id", "type": "by_id"},
+            "default_aggregation": {"formula": "sum"}, "value_settings": {"event_payload_key": "value"}}, at=T0)
+        customer = company(world, 0)["id"]
+        world.stripe_meter_usage[exports["id"]][customer][unix(ANCHOR) - 2 * DAY] = 4.0
+        world.stripe_meter_usage[exports["id"]][customer][unix(ANCHOR) - 4 * DAY] = 1.0
+    with caplog.at_level(logging.WARNING, logger="retention_hub.connectors.stripe"):
+        got = by_id(read_all(connector(sb), "usage", None, world))
+    api_calls = next(m for m in world.stripe["billing.meter"] if m != exports["id"])
+    both = got[f"{customer}|{(ANCHOR - timedelta(days=2)).date()}"]["payload"]
+    assert both["metrics"] == {"api_call": 2.0, "exports": 4.0}
+    assert both["meter_ids"] == sorted([api_calls, exports["id"]])
+    alone = got[f"{customer}|{(ANCHOR - timedelta(days=4)).date()}"]["payload"]  # no api calls that day
+    assert alone["metrics"] == {"exports": 1.0} and alone["meter_ids"] == [exports["id"]]
+    assert len(got) == len({(r["payload"]["account_ref"], r["payload"]["day"]) for r in got.values()})
 
 
 def test_small_pages_paginate_and_calls_match_the_floor(sb, world):
@@ -281,14 +308,14 @@ def test_next_run_yields_exactly_what_changed_including_deletions(sb, world):
     assert set(got["invoices"]) == {invoice["id"]}
     day0 = ANCHOR.date().isoformat()
     yesterday = (ANCHOR - timedelta(days=1)).date().isoformat()
-    # the re-read day changed for one customer: its bucket of (customer, meter) pairs comes again
+    # the re-read day changed for one customer: its bucket of customers comes again
     meter_id = next(iter(world.stripe["billing.meter"]))
-    bucket = _bucket(f"{ordered[5]['id']}|{meter_id}")
+    bucket = _bucket(ordered[5]["id"])
     again = {k: v for k, v in expected_usage(world, unix(ANCHOR) - DAY, unix(ANCHOR)).items()
-             if _bucket(f"{k.split('|')[0]}|{meter_id}") == bucket}
-    assert {k: r["payload"]["value"] for k, r in got["usage"].items()} == {
-        f"{ordered[0]['id']}|{day0}|api_call": 5.0, **again}
-    assert again[f"{ordered[5]['id']}|{yesterday}|api_call"] == world.stripe_meter_usage[meter_id][
+             if _bucket(k.split("|")[0]) == bucket}
+    assert {k: r["payload"]["metrics"] for k, r in got["usage"].items()} == {
+        f"{ordered[0]['id']}|{day0}": {"api_call": 5.0}, **again}
+    assert again[f"{ordered[5]['id']}|{yesterday}"]["api_call"] == world.stripe_meter_usage[meter_id][
         ordered[5]["id"]][unix(ANCHOR) - DAY]
     # a later event always wins over the listing's state in the store: later updated_at
     listed = by_id(first["customers"])[ordered[100]["id"]]["updated_at"]
@@ -312,7 +339,7 @@ def test_usage_resumes_after_any_bucket_without_loss(sb, world, monkeypatch):
     world.stripe_meter_usage[meter_id][customer][unix(ANCHOR) - DAY] += 7
     cursor = first[-1].cursor
     clean = read_all(connector(sb), "usage", cursor, world)
-    assert f"{customer}|{(ANCHOR - timedelta(days=1)).date()}|api_call" in by_id(clean)
+    assert f"{customer}|{(ANCHOR - timedelta(days=1)).date()}" in by_id(clean)
     for k, page in enumerate(clean[:-1]):
         rest = read_all(connector(sb), "usage", page.cursor, world)
         assert sorted(r["source_id"] for p in clean[:k + 1] + rest for r in p.records) == sorted(
@@ -480,9 +507,9 @@ def test_generated_world_full_read_at_the_floor_then_one_day_of_changes(tmp_path
         floor = {s: math.ceil(n / 100) for s, n in counts.items()}
         assert {s: con.api_calls()[s] for s in OBJECT_STREAMS} == {s: f + 1 for s, f in floor.items()}
         meter = next(iter(world.stripe_meter_usage.values()))
-        usage = {f"{c}|{datetime.fromtimestamp(d, timezone.utc).date()}|api_calls": v
+        usage = {f"{c}|{datetime.fromtimestamp(d, timezone.utc).date()}": {"api_calls": v}
                  for c, days in meter.items() for d, v in days.items() if unix(ANCHOR) - 90 * DAY <= d and v}
-        assert {k: r["payload"]["value"] for k, r in by_id(first["usage"]).items()} == usage
+        assert metrics(first["usage"]) == usage
         print(f"\nstripe, 200 customers: records {counts} usage {len(usage)}, calls {con.api_calls()}, "
               f"floor {floor} (+1 event look per stream)")
 
@@ -498,7 +525,7 @@ def test_generated_world_full_read_at_the_floor_then_one_day_of_changes(tmp_path
             assert con2.api_calls()[s] == 1
         pages = read_all(con2, "usage", last_cursor(first["usage"]), world)
         day = unix(ANCHOR)
-        assert {k: r["payload"]["value"] for k, r in by_id(pages).items()} == {
-            f"{c}|{ANCHOR.date()}|api_calls": days[day] for c, days in meter.items() if days.get(day)}
+        assert metrics(pages) == {
+            f"{c}|{ANCHOR.date()}": {"api_calls": days[day]} for c, days in meter.items() if days.get(day)}
     finally:
         sandbox.stop()

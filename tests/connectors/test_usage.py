@@ -67,7 +67,7 @@ def db(tmp_path: Path) -> Path:
 
 
 def connector(path: Path, kind: str = "sqlite", **kwargs: Any) -> UsageConnector:
-    settings = {k: kwargs.pop(k) for k in ("metrics", "accounts_table", "table") if k in kwargs}
+    settings = {k: kwargs.pop(k) for k in ("metrics", "accounts_table", "table", "history_days") if k in kwargs}
     con = UsageConnector(UsageSource(kind=kind, path=path, **settings), FAST, **kwargs)
     con.caller.sleep = lambda seconds: None
     return con
@@ -83,7 +83,8 @@ def records(pages: list[Page]) -> list[dict]:
 
 
 def values(pages: list[Page]) -> dict[str, Any]:
-    return {r["source_id"]: r["payload"]["value"] for r in records(pages)}
+    """{account|day: {metric: value}} of the records read."""
+    return {r["source_id"]: r["payload"]["metrics"] for r in records(pages)}
 
 
 def last_cursor(pages: list[Page], previous: str | None = None) -> str | None:
@@ -93,8 +94,10 @@ def last_cursor(pages: list[Page], previous: str | None = None) -> str | None:
 
 
 def expected(rows: list[tuple], before: str = "2026-11-01", since: str = "") -> dict[str, Any]:
-    return {f"{ws}|{d}|{m}": v for ws, d, *vals in rows for m, v in zip(METRICS, vals)
-            if v is not None and since <= d < before}
+    """One record per workspace and day, with the day's non-null metrics."""
+    out = {f"{ws}|{d}": {m: v for m, v in zip(METRICS, vals) if v is not None} for ws, d, *vals in rows
+           if since <= d < before}
+    return {key: metrics for key, metrics in out.items() if metrics}
 
 
 # -- full reads -------------------------------------------------------------------------------------
@@ -105,10 +108,12 @@ def test_full_read_maps_both_streams(db):
     assert values(usage) == expected(usage_rows(range(0, 31)))
     recs = records(usage)
     assert len({r["source_id"] for r in recs}) == len(recs)
-    first = next(r["payload"] for r in recs if r["source_id"] == f"ws_03|{day(5)}|events")
-    assert first == {"source": "usage", "kind": "usage", "source_id": f"ws_03|{day(5)}|events",
+    first = next(r["payload"] for r in recs if r["source_id"] == f"ws_03|{day(5)}")
+    assert first == {"source": "usage", "kind": "usage", "source_id": f"ws_03|{day(5)}",
                      "updated_at": "2026-10-07T00:00:00+00:00", "deleted": False, "account_ref": "ws_03",
-                     "day": day(5), "metric": "events", "value": 95}
+                     "day": day(5), "metrics": {"active_users": 8, "sessions": 16, "events": 95}}
+    # a null metric is left out of its day's record
+    assert values(usage)[f"ws_05|{day(5)}"] == {"active_users": 10, "events": 155}
     assert json.loads(usage[-1].cursor)["resume"] == day(30)
 
     accounts = {r["source_id"]: r["payload"] for r in records(read(con, "accounts"))}
@@ -146,7 +151,7 @@ def test_resuming_from_any_page_cursor_loses_nothing(db):
         if page.cursor is None:
             continue
         rest = read(connector(db, page_size=25), "usage", page.cursor)
-        seen = {r["source_id"]: r["payload"]["value"] for p in full[:k + 1] for r in p.records}
+        seen = {r["source_id"]: r["payload"]["metrics"] for p in full[:k + 1] for r in p.records}
         seen.update(values(rest))
         assert seen == everything
         # at most the day of the cursor is read again
@@ -212,6 +217,27 @@ def test_full_refresh_ignores_the_cursor(db):
     assert values(read(connector(db), "usage", cursor, full_refresh=True)) == expected(usage_rows(range(0, 31)))
 
 
+def test_history_days_bounds_the_first_read_only(db, tmp_path):
+    con = connector(db, history_days=5)
+    pages = read(con, "usage")
+    assert values(pages) == expected(usage_rows(range(0, 31)), since=day(26))  # 2026-10-27 to 31
+    with sqlite3.connect(db) as conn:
+        conn.executemany("INSERT INTO usage_daily VALUES (?,?,?,?,?,'x')", usage_rows(range(31, 32)))
+    later = read(connector(db, history_days=5), "usage", last_cursor(pages), until=UNTIL + timedelta(days=1))
+    assert values(later) == expected(usage_rows(range(31, 32)), before=day(32))
+    again = read(connector(db, history_days=2), "usage", last_cursor(pages), until=UNTIL + timedelta(days=1),
+                 full_refresh=True)
+    assert values(again) == expected(usage_rows(range(0, 32)), since=day(30), before=day(32))
+    path = write_csv(tmp_path / "usage.csv", ["workspace_id", "day", *METRICS], usage_rows(range(0, 31)))
+    assert values(read(connector(path, "csv", history_days=5), "usage")) == values(pages)
+
+
+def test_a_row_without_any_metric_is_no_record(db):
+    with sqlite3.connect(db) as conn:
+        conn.execute("INSERT INTO usage_daily VALUES ('ws_77', ?, NULL, NULL, NULL, 'x')", (day(3),))
+    assert not any(key.startswith("ws_77") for key in values(read(connector(db), "usage")))
+
+
 # -- CSV --------------------------------------------------------------------------------------------
 def test_csv_reads_the_same_records_in_any_row_order(tmp_path):
     rows = usage_rows(range(0, 31))
@@ -242,7 +268,7 @@ def test_csv_without_an_accounts_file_reads_no_accounts(tmp_path):
 def test_metrics_can_be_chosen(db):
     con = connector(db, metrics=["events"], accounts_table=None)
     assert con.streams() == ["usage"]
-    assert {k.split("|")[2] for k in values(read(con, "usage"))} == {"events"}
+    assert {m for metrics in values(read(con, "usage")).values() for m in metrics} == {"events"}
 
 
 @pytest.mark.parametrize("settings, message", [
@@ -325,7 +351,7 @@ def test_generated_world_warehouse_then_one_day(tmp_path):
         rows = conn.execute("SELECT workspace_id, day, active_users FROM usage_daily WHERE day < ?",
                             (anchor.date().isoformat(),)).fetchall()
         n_ws = conn.execute("SELECT count(*) FROM workspaces").fetchone()[0]
-    assert values(first) == {f"{w}|{d}|active_users": v for w, d, v in rows}
+    assert values(first) == {f"{w}|{d}": {"active_users": v} for w, d, v in rows if v is not None}
     accounts = records(read(con, "accounts"))
     assert len(accounts) == n_ws and any(r["payload"]["external_ids"] for r in accounts)
     floor = math.ceil(len(rows) / 10_000)
@@ -337,4 +363,4 @@ def test_generated_world_warehouse_then_one_day(tmp_path):
     with sqlite3.connect(world.usage_db) as conn:
         new = conn.execute("SELECT workspace_id, day, active_users FROM usage_daily WHERE day = ?",
                            (anchor.date().isoformat(),)).fetchall()
-    assert new and values(pages) == {f"{w}|{d}|active_users": v for w, d, v in new}
+    assert new and values(pages) == {f"{w}|{d}": {"active_users": v} for w, d, v in new if v is not None}
