@@ -130,7 +130,7 @@ class ChurnModel(ClassifierMixin, BaseEstimator):
         train, val, split = self._split(yb, time_s, groups_a)
         if train is None:
             return self._fit_fallback(A, split["reason"])
-        base = self._base_model().fit(A[train], yb[train])
+        base = self._base_model().fit(_informative(A[train]), yb[train])
         scores, y_val = _score(base, A[val]), yb[val]
         methods = ([self.calibration] if self.calibration != "auto" else
                    ["sigmoid", "isotonic"] if y_val.sum() >= self.isotonic_min_positives else ["sigmoid"])
@@ -148,7 +148,7 @@ class ChurnModel(ClassifierMixin, BaseEstimator):
             final = self._base_model()
             if self.model == "hgb":  # the round count early stopping chose, without a random hold-out
                 final.set_params(max_iter=base.n_iter_, early_stopping=False)
-            base = final.fit(A, yb)
+            base = final.fit(_informative(A), yb)
         self.validation_ = {**split, "calibration_method": method, **report}
         self.base_model_ = base
         return self
@@ -347,6 +347,20 @@ class ChurnModel(ClassifierMixin, BaseEstimator):
         if bad:
             raise ValueError(f"feature column(s) not numeric: {', '.join(bad)}")
         return X.to_numpy(dtype=float, na_value=np.nan)
+
+
+def _informative(A: np.ndarray) -> np.ndarray:
+    """`A` with every column that has fewer than two distinct values among these rows (all missing,
+    e.g. a source whose history starts later than the training window) set to 0: the model cannot
+    learn from it, and the boosting's binning fails on a column with no value at all."""
+    with np.errstate(all="ignore"):
+        lo, hi = np.nanmin(A, axis=0), np.nanmax(A, axis=0)
+    dead = ~(lo < hi)  # NaN (all missing) or constant
+    if not dead.any():
+        return A
+    A = A.copy()
+    A[:, dead] = 0.0
+    return A
 
 
 def _calibrator(method: str, scores: np.ndarray, y: np.ndarray) -> IsotonicRegression | LogisticRegression:

@@ -26,6 +26,10 @@ LABELS: dict[str, str] = {
     "active_users_trend_60d": "change in active users, last 60 days vs the 60 before",
     "active_users_trend_90d": "change in active users, last 90 days vs the 90 before",
     "seat_utilization": "active users per paid seat",
+    "active_users_7d": "daily active users (last 7 days)",
+    "seat_utilization_7d": "active users per paid seat (last 7 days)",
+    "feature_breadth_7d": "features used per day (last 7 days)",
+    "api_calls_30d": "API calls per day (30-day average)",
     "feature_breadth_30d": "features used per day (30-day average)",
     "sessions_per_user_30d": "sessions per active user (30 days)",
     "days_since_usage": "days since anyone used the product",
@@ -91,7 +95,7 @@ def usage_features(usage: pd.DataFrame, as_of: pd.Timestamp, ids: pd.Index) -> p
     The frame can hold 100,000 accounts x 180 days: per-row work is vectorised, and what is kept per
     account is a sum per span of days ago (every window below is a union of spans), not per day.
     """
-    USAGE_SPANS = (0, 30, 60, 90, 120, 180)  # noqa: N806 (the spans of days ago the windows are made of)
+    USAGE_SPANS = (0, 7, 30, 60, 90, 120, 180)  # noqa: N806 (the spans of days ago the windows are made of)
     out = pd.DataFrame(index=ids)
     if usage.empty:
         return out
@@ -151,6 +155,9 @@ def usage_features(usage: pd.DataFrame, as_of: pd.Timestamp, ids: pd.Index) -> p
     if users is not None:
         sums, seen, valid = users
         out["active_users_30d"] = series(window(sums, seen, 0, 30, 30))
+        # the last week: the freshest read of how much the team uses the product (a whole week, so
+        # weekends weigh the same in every account)
+        out["active_users_7d"] = series(window(sums, seen, 0, 7, 7))
         for n in (30, 60, 90):
             out[f"active_users_trend_{n}d"] = series(trend(sums, seen, n))
         # days since usage: the fewest days ago with active users > 0, per account (180: none in the window)
@@ -164,11 +171,14 @@ def usage_features(usage: pd.DataFrame, as_of: pd.Timestamp, ids: pd.Index) -> p
     calls = grid("api_calls")
     if calls is not None:
         out["api_calls_trend_30d"] = series(trend(calls[0], calls[1], 30))
+        out["api_calls_30d"] = series(window(calls[0], calls[1], 0, 30, 30))
         del calls
-    for metric, name in (("features_used", "feature_breadth_30d"), ("sessions", "_sessions_30d")):
+    for metric, name in (("features_used", "feature_breadth"), ("sessions", "_sessions")):
         found = grid(metric)
-        if found is not None and found[1][:, 0].any():
-            out[name] = series(window(found[0], found[1], 0, 30, 30))
+        if found is not None and found[1][:, :2].any():
+            out[f"{name}_30d"] = series(window(found[0], found[1], 0, 30, 30))
+            out[f"{name}_7d"] = series(window(found[0], found[1], 0, 7, 7))
+    out = out.drop(columns=["_sessions_7d"], errors="ignore")
     sessions = out.pop("_sessions_30d") if "_sessions_30d" in out else None
     if sessions is not None and "active_users_30d" in out:
         out["sessions_per_user_30d"] = sessions / out["active_users_30d"].replace(0, np.nan)
@@ -289,6 +299,8 @@ def build_features(frames: Frames, as_of: pd.Timestamp | str, ids: pd.Index | No
     out = pd.concat(parts, axis=1)
     if "active_users_30d" in out and "seats" in out:
         out["seat_utilization"] = out["active_users_30d"] / out["seats"].replace(0, np.nan)
+        if "active_users_7d" in out:
+            out["seat_utilization_7d"] = out["active_users_7d"] / out["seats"].replace(0, np.nan)
     out["has_usage"] = out.get("active_users_30d", pd.Series(index=ids, dtype=float)).notna().astype(float)
     out["has_tickets"] = ids.isin(frames.tickets["unified_id"]).astype(float)
     out.index.name = "unified_id"

@@ -236,3 +236,19 @@ def test_public_dataset_matches_a_logistic_baseline():
     for kind in ("hgb", "logistic"):
         m = ChurnModel(model=kind, min_samples_leaf=10).fit(X_train, y_train)
         assert roc_auc_score(y_test, m.predict_proba(X_test)[:, 1]) >= base_auc - 0.03, kind
+
+
+def test_a_feature_missing_from_the_whole_training_period_is_ignored():
+    # e.g. a source whose history starts after the training window: no value in the training rows
+    rng = np.random.default_rng(0)
+    n = 4000
+    X = pd.DataFrame({"a": rng.normal(size=n), "late": np.nan, "constant": 1.0})
+    X.loc[3500:, "late"] = rng.normal(size=500)
+    y = (rng.random(n) < 1 / (1 + np.exp(-(2 * X["a"] - 3)))).astype(int)
+    time = pd.Series(np.repeat(np.arange(8), 500))
+    model = ChurnModel(refit=False).fit(X, y, time=time)
+    assert model.validation_["roc_auc"] > 0.8
+    p = model.predict_proba(X)[:, 1]
+    moved = model.predict_proba(X.assign(late=X["late"].fillna(0) + 100))[:, 1]
+    assert np.allclose(p, moved)  # never split on in training: it changes nothing
+    assert np.isfinite(ChurnModel().fit(X, y, time=time).predict_proba(X)).all()  # the refit on all rows too

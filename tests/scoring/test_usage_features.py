@@ -59,9 +59,10 @@ def test_the_usage_frame_is_wide_typed_and_attributed(store: Store) -> None:
 def test_usage_features_from_the_wide_frame(store: Store) -> None:
     ids = pd.Index(["u_a", "u_b", "u_c"], name="unified_id")
     out = usage_features(load_frames(store, ACCOUNTS).usage, AS_OF, ids)
-    assert list(out.columns) == ["active_users_30d", "active_users_trend_30d", "active_users_trend_60d",
-                                 "active_users_trend_90d", "days_since_usage", "api_calls_trend_30d",
-                                 "feature_breadth_30d", "sessions_per_user_30d"]
+    assert list(out.columns) == ["active_users_30d", "active_users_7d", "active_users_trend_30d",
+                                 "active_users_trend_60d", "active_users_trend_90d", "days_since_usage",
+                                 "api_calls_trend_30d", "api_calls_30d", "feature_breadth_30d", "feature_breadth_7d",
+                                 "sessions_per_user_30d"]
     a, b, c = (out.loc[i] for i in ids)
     assert a["active_users_30d"] == 2.0 and a["active_users_trend_30d"] == 0.0
     assert np.isnan(a["active_users_trend_60d"])  # nothing 60 to 120 days ago
