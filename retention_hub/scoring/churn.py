@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import warnings
 from os import PathLike
 from typing import Any, Callable, Mapping
 
@@ -353,7 +354,8 @@ def _informative(A: np.ndarray) -> np.ndarray:
     """`A` with every column that has fewer than two distinct values among these rows (all missing,
     e.g. a source whose history starts later than the training window) set to 0: the model cannot
     learn from it, and the boosting's binning fails on a column with no value at all."""
-    with np.errstate(all="ignore"):
+    with warnings.catch_warnings():  # an all-missing column is what this looks for
+        warnings.simplefilter("ignore", RuntimeWarning)
         lo, hi = np.nanmin(A, axis=0), np.nanmax(A, axis=0)
     dead = ~(lo < hi)  # NaN (all missing) or constant
     if not dead.any():

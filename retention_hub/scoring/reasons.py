@@ -43,9 +43,10 @@ def _le(x: float) -> Callable[[pd.Series], pd.Series]:
 
 RESIDUAL = "no specific trigger found"
 RULES: tuple[Rule, ...] = (
-    Rule("payment_failure", "failed_payments_90d", _ge(1), 0.55, "{value:.0f} failed payment(s) in 90 days"),
-    Rule("payment_failure", "failed_payments_90d", _ge(2), 0.2, ""),
-    Rule("payment_failure", "in_dunning", _ge(1), 0.3, "an invoice is unpaid and being retried"),
+    # one failed payment happens to healthy customers too (an expired card): weak alone
+    Rule("payment_failure", "failed_payments_90d", _ge(1), 0.2, "{value:.0f} failed payment(s) in 90 days"),
+    Rule("payment_failure", "failed_payments_90d", _ge(2), 0.35, ""),
+    Rule("payment_failure", "in_dunning", _ge(1), 0.35, "an invoice is unpaid and being retried"),
     Rule("price", "pricing_tickets_90d", _ge(1), 0.6, "{value:.0f} ticket(s) about price or discounts"),
     Rule("price", "pricing_tickets_90d", _ge(2), 0.15, ""),
     Rule("price", "mrr_change_90d", _le(-0.1), 0.25, "MRR {value:+.0%} in 90 days"),
@@ -56,9 +57,10 @@ RULES: tuple[Rule, ...] = (
     Rule("lost_champion", "contacts_lost_90d", _ge(2), 0.15, ""),
     # a champion who left months ago still explains a renewal lost now
     Rule("lost_champion", "contacts_lost_365d", _ge(1), 0.45, "{value:.0f} contact(s) left in the last year"),
-    Rule("support", "escalations_90d", _ge(1), 0.3, "{value:.0f} escalated ticket(s) in 90 days"),
-    Rule("support", "high_priority_tickets_90d", _ge(3), 0.25, "{value:.0f} high-priority tickets in 90 days"),
-    Rule("support", "bad_ratings_90d", _ge(2), 0.25, "{value:.0f} bad satisfaction ratings in 90 days"),
+    # unhappy customers file more tickets whatever the cause: support needs two of these to stand out
+    Rule("support", "escalations_90d", _ge(1), 0.2, "{value:.0f} escalated ticket(s) in 90 days"),
+    Rule("support", "high_priority_tickets_90d", _ge(3), 0.2, "{value:.0f} high-priority tickets in 90 days"),
+    Rule("support", "bad_ratings_90d", _ge(2), 0.2, "{value:.0f} bad satisfaction ratings in 90 days"),
     Rule("support", "resolution_hours_90d", _ge(48), 0.15, "tickets take {value:.0f} h to resolve (median)"),
     Rule("low_adoption", "seat_utilization", _le(0.35), 0.3, "{value:.0%} of paid seats active"),
     Rule("low_adoption", "active_users_trend_30d", _le(-0.2), 0.25, "active users {value:+.0%} vs the month before"),

@@ -37,7 +37,7 @@ def test_each_reason_from_its_own_evidence() -> None:
     # no specific trigger: product fit / low adoption, said as such, with the weakest strength
     assert out.loc["fine", "reason_evidence"] == "no specific trigger found"
     assert out.loc["fine", "reason_strength"] == 0.05
-    assert out.loc["pay", "reason_strength"] == 1.0  # capped
+    assert out.loc["pay", "reason_strength"] == 0.9  # 0.2 + 0.35 + 0.35
     assert {f"reason_{r}" for r in REASONS} <= set(out.columns)
 
 
