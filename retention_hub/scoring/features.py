@@ -28,6 +28,8 @@ LABELS: dict[str, str] = {
     "seat_utilization": "active users per paid seat",
     "active_users_7d": "daily active users (last 7 days)",
     "seat_utilization_7d": "active users per paid seat (last 7 days)",
+    "active_users_180d": "daily active users (180-day average)",
+    "seat_utilization_180d": "active users per paid seat (180-day average)",
     "feature_breadth_7d": "features used per day (last 7 days)",
     "api_calls_30d": "API calls per day (30-day average)",
     "feature_breadth_30d": "features used per day (30-day average)",
@@ -158,6 +160,8 @@ def usage_features(usage: pd.DataFrame, as_of: pd.Timestamp, ids: pd.Index) -> p
         # the last week: the freshest read of how much the team uses the product (a whole week, so
         # weekends weigh the same in every account)
         out["active_users_7d"] = series(window(sums, seen, 0, 7, 7))
+        # the long-run level: where an account's usage returns to after a bad or a good month
+        out["active_users_180d"] = series(window(sums, seen, 0, 180, 180))
         for n in (30, 60, 90):
             out[f"active_users_trend_{n}d"] = series(trend(sums, seen, n))
         # days since usage: the fewest days ago with active users > 0, per account (180: none in the window)
@@ -301,6 +305,8 @@ def build_features(frames: Frames, as_of: pd.Timestamp | str, ids: pd.Index | No
         out["seat_utilization"] = out["active_users_30d"] / out["seats"].replace(0, np.nan)
         if "active_users_7d" in out:
             out["seat_utilization_7d"] = out["active_users_7d"] / out["seats"].replace(0, np.nan)
+        if "active_users_180d" in out:
+            out["seat_utilization_180d"] = out["active_users_180d"] / out["seats"].replace(0, np.nan)
     out["has_usage"] = out.get("active_users_30d", pd.Series(index=ids, dtype=float)).notna().astype(float)
     out["has_tickets"] = ids.isin(frames.tickets["unified_id"]).astype(float)
     out.index.name = "unified_id"

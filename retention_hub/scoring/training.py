@@ -77,6 +77,9 @@ def train(data: TrainingSet, step_days: int = 30, horizon_days: int = 90, **para
     if "health_score" in data.X and "health_score" not in usable:
         usable.append("health_score")  # the fallback prior needs it even when constant
     gap = -(-horizon_days // step_days)
+    # a slower learning rate than ChurnModel's general default: on the sandbox (5k, seeds 7 and 11) it
+    # ranked the next 90 days' churners better (ROC AUC +0.005 to +0.018)
+    params = {"learning_rate": 0.05, **params}
     model = ChurnModel(gap_periods=gap, **params)
     return model.fit(data.X[usable], data.y, time=data.time, groups=data.groups, segments=data.segments)
 

@@ -59,7 +59,7 @@ def test_the_usage_frame_is_wide_typed_and_attributed(store: Store) -> None:
 def test_usage_features_from_the_wide_frame(store: Store) -> None:
     ids = pd.Index(["u_a", "u_b", "u_c"], name="unified_id")
     out = usage_features(load_frames(store, ACCOUNTS).usage, AS_OF, ids)
-    assert list(out.columns) == ["active_users_30d", "active_users_7d", "active_users_trend_30d",
+    assert list(out.columns) == ["active_users_30d", "active_users_7d", "active_users_180d", "active_users_trend_30d",
                                  "active_users_trend_60d", "active_users_trend_90d", "days_since_usage",
                                  "api_calls_trend_30d", "api_calls_30d", "feature_breadth_30d", "feature_breadth_7d",
                                  "sessions_per_user_30d"]
