@@ -92,7 +92,7 @@ def usage_features(usage: pd.DataFrame, as_of: pd.Timestamp, ids: pd.Index) -> p
     """Level, 30/60/90-day trends, breadth and recency from the daily usage frame (`Frames.usage`: one
     row per source account and day, a column per metric, NaN where a source has no such metric).
 
-    Only rows of the 180 days up to `as_of` count. An account has a metric's figure for a window when
+    Only rows of the 180 complete days before `as_of`'s day count. An account has a metric's figure for a window when
     it has a row with that metric in the window; rows of one account and day (two sources) add up.
     The frame can hold 100,000 accounts x 180 days: per-row work is vectorised, and what is kept per
     account is a sum per span of days ago (every window below is a union of spans), not per day.
@@ -103,7 +103,9 @@ def usage_features(usage: pd.DataFrame, as_of: pd.Timestamp, ids: pd.Index) -> p
         return out
     as_of = pd.Timestamp(as_of)
     as_of = as_of.tz_localize("UTC") if as_of.tzinfo is None else as_of.tz_convert("UTC")
-    today = (as_of - pd.Timestamp(0, tz="UTC")) // DAY  # as_of's day, in days since 1970
+    # age 0 is the last complete day before as_of: as_of's own day is still being used (a sync reads
+    # only complete days), so counting it would make "now" look emptier than any past snapshot
+    today = (as_of - pd.Timestamp(0, tz="UTC")) // DAY - 1
     stamps = usage["day"].array
     per_day = {"s": 86_400, "ms": 86_400_000, "us": 86_400_000_000, "ns": 86_400_000_000_000}[stamps.unit]
     age = today - stamps.asi8 // per_day  # 0 = as_of's own day

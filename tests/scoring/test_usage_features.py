@@ -14,7 +14,7 @@ from retention_hub.scoring.features import usage_features
 from retention_hub.scoring.frames import load_frames
 from retention_hub.sync.store import Store
 
-AS_OF = pd.Timestamp("2026-11-01 09:30", tz="UTC")  # day 0 is November 1st
+AS_OF = pd.Timestamp("2026-11-02 09:30", tz="UTC")  # day 0 (the last complete day) is November 1st
 ACCOUNTS = {("usage", "ws_1"): "u_a", ("usage", "ws_2"): "u_b", ("stripe", "cus_1"): "u_a"}
 
 
