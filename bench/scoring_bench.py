@@ -1,6 +1,7 @@
 """The scoring stage on the sandbox, against the generator's ground truth (issue 5's figures).
 
     .venv/bin/python bench/scoring_bench.py [--accounts 5000] [--seed 7] [--months 12] [--usage-days N]
+                                            [--workdir DIR]
 
 Generates a sandbox, syncs everything (warehouse usage included; `--usage-days` limits its history,
 as `sources.usage.history_days` does), unifies identities, trains the churn model on `--months`
@@ -11,6 +12,8 @@ Then, against `truth/outcomes.csv` (who really churns in the next 90 days, and w
 - the model's ROC AUC next to the oracle's (the generator's own probability: the ceiling), and ECE;
 - the observed churn rate per health tier of the default scorecard, and the backtest's AUC;
 - how often the likely churn reason is the true reason, over the accounts that churn.
+With `--workdir`, the sandbox and the synced store are kept there, and a later run with the same
+directory skips generation and sync (a 100,000-customer sync takes over an hour).
 Prints figures; asserts nothing (the machine is shared and timings are noisy).
 """
 from __future__ import annotations
@@ -23,6 +26,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import yaml
@@ -61,41 +65,59 @@ def child_score(config_path: str, as_of: str) -> None:
                       "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2}))
 
 
+def generate_and_sync(work: Path, args: argparse.Namespace) -> tuple[Any, pd.Timestamp]:
+    """A fresh sandbox in `work`/sandbox, synced into `work`/hub.db (warehouse usage included)."""
+    from retention_hub.sandbox.runner import start_sandbox
+
+    t0 = time.perf_counter()
+    sandbox = start_sandbox(work / "sandbox", accounts=args.accounts, seed=args.seed)
+    sandbox.world.freeze_clock()
+    now = pd.Timestamp(sandbox.world.now())
+    print(f"sandbox of {args.accounts:,} customers in {time.perf_counter() - t0:.0f} s")
+    path = sandbox.directory / "hub.yaml"
+    raw = yaml.safe_load(path.read_text())
+    raw["store"] = {"url": f"sqlite:///{work.resolve()}/hub.db"}
+    if args.usage_days:
+        raw["sources"]["usage"]["history_days"] = args.usage_days
+    path.write_text(yaml.safe_dump(raw))
+    config = load_config(path)
+    # the emulators are local: no Zendesk export pacing
+    connectors = [ZendeskConnector(c.config, exports_per_minute=100_000) if isinstance(c, ZendeskConnector) else c
+                  for c in build_connectors(config)]
+    with Store(config.store.url) as store:
+        t0 = time.perf_counter()
+        synced = sync(store, connectors, until=sandbox.world.now())
+        print(f"sync {synced.status}: {sum(s.records for s in synced.streams):,} records in "
+              f"{time.perf_counter() - t0:.0f} s")
+    sandbox.stop()
+    return config, now
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--accounts", type=int, default=5000)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--months", type=int, default=12, help="monthly snapshots to train on")
     parser.add_argument("--usage-days", type=int, default=None, help="days of warehouse usage history to sync")
+    parser.add_argument("--workdir", type=Path, default=None, help="keep (or reuse) the sandbox and store here")
     parser.add_argument("--child", nargs=2, metavar=("CONFIG", "AS_OF"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         return child_score(*args.child)
-    from retention_hub.sandbox.runner import start_sandbox
     from retention_hub.scoring.run import load, run_backtest, train_and_store
 
     with tempfile.TemporaryDirectory() as tmp:
-        t0 = time.perf_counter()
-        sandbox = start_sandbox(Path(tmp) / "sandbox", accounts=args.accounts, seed=args.seed)
-        sandbox.world.freeze_clock()
-        now = pd.Timestamp(sandbox.world.now())
-        print(f"sandbox of {args.accounts:,} customers in {time.perf_counter() - t0:.0f} s")
-        path = sandbox.directory / "hub.yaml"
-        raw = yaml.safe_load(path.read_text())
-        raw["store"] = {"url": f"sqlite:///{tmp}/hub.db"}
-        if args.usage_days:
-            raw["sources"]["usage"]["history_days"] = args.usage_days
-        path.write_text(yaml.safe_dump(raw))
-        config = load_config(path)
-        # the emulators are local: no Zendesk export pacing
-        connectors = [ZendeskConnector(c.config, exports_per_minute=100_000) if isinstance(c, ZendeskConnector) else c
-                      for c in build_connectors(config)]
+        work = args.workdir or Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        path, synced_at = work / "sandbox" / "hub.yaml", work / "synced_at.txt"
+        if synced_at.exists():  # a kept world, synced by an earlier run
+            now = pd.Timestamp(synced_at.read_text().strip())
+            config = load_config(path)
+            print(f"reusing the sandbox and store synced in {work} (now = {now})")
+        else:
+            config, now = generate_and_sync(work, args)
+            synced_at.write_text(now.isoformat())
         with Store(config.store.url) as store:
-            t0 = time.perf_counter()
-            synced = sync(store, connectors, until=sandbox.world.now())
-            print(f"sync {synced.status}: {sum(s.records for s in synced.streams):,} records in "
-                  f"{time.perf_counter() - t0:.0f} s")
-            sandbox.stop()
             t0 = time.perf_counter()
             identity.unify(store, config.identity)
             accounts = identity.account_map(store)
@@ -121,7 +143,7 @@ def main() -> None:
         with Store(config.store.url) as store:
             _, scores = store.latest_scores()
         scores = scores.set_index("unified_id")
-        truth = truth_by_unified(sandbox.directory, accounts)
+        truth = truth_by_unified(work / "sandbox", accounts)
         common = scores.index.intersection(truth.index)
         actual = truth.loc[common, "churns_90d"].astype(int).to_numpy()
         report = evaluate(actual, scores.loc[common, "churn_probability"].to_numpy())

@@ -95,6 +95,8 @@ def sync(store: Store, connectors: Iterable[Connector], streams: dict[str, list[
     failed = [r for r in results if r.error]
     status = "ok" if not failed else ("failed" if len(failed) == len(results) else "partial")
     counts = {f"{r.source}.{r.stream}": r.records for r in results}
+    if not stop.is_set():  # usage days written by this run, packed for fast reading (a stopped run leaves
+        counts["usage_days_packed"] = store.pack_usage()  # them stale: read from their rows until then)
     calls = sum(sum(c.api_calls().values()) for c in connectors)
     message = "; ".join(f"{r.source}.{r.stream}: {r.error}" for r in failed) or None
     store.finish_run(run_id, status, counts=counts, api_calls=calls, errors=len(failed), message=message)

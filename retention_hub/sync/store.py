@@ -61,6 +61,9 @@ usage_days          source, day DATE, account_ref (primary key: one row per sour
                     per-metric usage records ("{account}|{day}|{metric}") into these rows and removes
                     them from `records`.
 
+Version 4 adds the scoring tables (store_scores.py); version 5 a packed copy of usage_days, one row
+of arrays per source and day, which `usage_frame` reads (store_usage.py).
+
 Migrations: `MIGRATIONS` is an ordered list of functions taking a Connection; the store applies
 the ones past its recorded version inside one transaction. A schema change appends a migration
 and edits the `Table` objects below; migration functions never change once released.
@@ -86,7 +89,9 @@ from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.types import TypeDecorator
 
 from ..log import register_secret, scrub
-from . import store_scores
+from . import store_scores, store_usage
+from .store_usage import USAGE_COLUMNS, USAGE_METRIC_COLUMNS
+from .store_usage import as_day as _as_day
 
 DEFAULT_STORE_URL = "sqlite:///.rhub/hub.db"
 RAW_LIMIT = 10_000
@@ -145,10 +150,6 @@ def _dumps(value: Any) -> str:
 JSONType = JSON().with_variant(JSONB(), "postgresql")
 JSONOrNull = JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")  # None -> SQL NULL
 
-# the typed metric columns of usage_days, and the metric names (as connectors emit them) stored in each
-USAGE_COLUMNS = ("active_users", "sessions", "events", "features_used", "api_calls")
-USAGE_METRIC_COLUMNS: dict[str, str] = {**{c: c for c in USAGE_COLUMNS},
-                                        "api_call": "api_calls"}  # a Stripe meter's usual event name
 
 
 # -- schema --------------------------------------------------------------------------------------
@@ -414,13 +415,19 @@ def _migrate_v4(conn: Connection) -> None:
     md.create_all(conn, checkfirst=True)
 
 
-MIGRATIONS: list[Callable[[Connection], None]] = [_migrate_v1, _migrate_v2, _migrate_v3, _migrate_v4]
+def _migrate_v5(conn: Connection) -> None:
+    """The packed copy of usage_days (see store_usage.py), every stored day marked stale."""
+    store_usage.migrate(conn, _define_v3(MetaData())["usage_days"])
+
+
+MIGRATIONS: list[Callable[[Connection], None]] = [_migrate_v1, _migrate_v2, _migrate_v3, _migrate_v4, _migrate_v5]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 # The live schema, used by the queries below: version 1, the identity tables of version 2, usage_days of 3,
-# the scoring tables of 4.
+# the scoring tables of 4, packed usage of 5.
 metadata = MetaData()
-_tables = {**_define_v1(metadata), **_define_v2(metadata), **_define_v3(metadata), **_define_v4(metadata)}
+_tables = {**_define_v1(metadata), **_define_v2(metadata), **_define_v3(metadata), **_define_v4(metadata),
+           **store_usage.define(metadata)}
 SCORE_TABLES: dict[str, Table] = {name: _tables[name] for name in
                                   ("models", "scores", "playbook_assignments", "playbook_episodes", "playbook_tasks")}
 schema_version_table = _tables["schema_version"]
@@ -490,10 +497,11 @@ def make_engine(url: str) -> Engine:
     return engine
 
 
-class Store(store_scores.ScoreTables):
+class Store(store_scores.ScoreTables, store_usage.UsageTables):
     """Access to the state store at `url`; creates or migrates the schema on first use."""
 
     tables = SCORE_TABLES  # for the scoring methods of store_scores.ScoreTables
+    usage_tables = {name: _tables[name] for name in ("usage_days", "usage_packed", "usage_refs")}
 
     def __init__(self, url: str = DEFAULT_STORE_URL) -> None:
         self.url = url
@@ -612,6 +620,7 @@ class Store(store_scores.ScoreTables):
         with self.engine.begin() as conn:
             for batch in _chunks(list(latest.values()), 50_000):
                 self._bulk(conn, stmt, batch)
+            self._mark_usage_stale(conn, ((source, day) for source, day, _ in latest))
         return len(latest)
 
     def get_record(self, source: str, kind: str, source_id: str) -> dict[str, Any] | None:
@@ -692,64 +701,6 @@ class Store(store_scores.ScoreTables):
         if not include_deleted:
             out.append(usage_days.c.deleted.is_(False))
         return out
-
-    def usage_sources(self) -> list[str]:
-        """The sources with rows in usage_days, one index seek each (no scan of the table)."""
-        out: list[str] = []
-        with self.engine.connect() as conn:
-            while True:
-                query = select(func.min(usage_days.c.source))
-                if out:
-                    query = query.where(usage_days.c.source > out[-1])
-                found = conn.execute(query).scalar()
-                if found is None:
-                    return out
-                out.append(found)
-
-    def usage_frame(self, start_day: Any = None, end_day: Any = None,
-                    sources: Sequence[str] | None = None, chunk: int = 50_000) -> Any:
-        """Live daily usage with start_day < day <= end_day (None: unbounded) as a pandas DataFrame.
-
-        Columns: source and account_ref (Categorical), day (datetime64[ns, UTC], midnight of the day),
-        and the canonical metrics of `USAGE_COLUMNS` as float32 (NaN where the row has no such
-        metric). Read from the typed columns, never the JSON: one plain select per source and day
-        (a range of the table's key, so the day needs no reading), fetched from the driver in
-        chunks of `chunk` rows straight into numpy arrays.
-        """
-        import numpy as np
-        import pandas as pd
-
-        t = usage_days
-        wanted = list(sources) if sources is not None else self.usage_sources()
-        query = select(t.c.account_ref, *[t.c[name] for name in USAGE_COLUMNS]).where(
-            t.c.source == bindparam("source"), t.c.day == bindparam("day", type_=Date()), t.c.deleted.is_(False))
-        with self.engine.connect() as conn:
-            spans: list[tuple[int, str, range]] = []  # (source code, source, day numbers to read)
-            capacity = 0
-            for code, source in enumerate(wanted):
-                # two queries: SQLite answers a lone min() or max() with one seek, both together with a scan
-                first = conn.execute(select(func.min(t.c.day)).where(t.c.source == source)).scalar()
-                last = conn.execute(select(func.max(t.c.day)).where(t.c.source == source)).scalar()
-                if first is None:
-                    continue
-                if start_day is not None:
-                    first = max(first, _as_day(start_day) + timedelta(days=1))
-                if end_day is not None:
-                    last = min(last, _as_day(end_day))
-                numbers = range((first - _EPOCH).days, (last - _EPOCH).days + 1)
-                if numbers:  # buffers sized by the last day's rows (a growing business: the largest day)
-                    spans.append((code, source, numbers))
-                    capacity += len(numbers) * int(conn.execute(select(func.count()).select_from(t).where(
-                        t.c.source == source, t.c.day == last)).scalar() or 0)
-            reader = _UsageReader(chunk, capacity)
-            for code, source, numbers in spans:
-                for number in numbers:
-                    result = conn.execute(query, {"source": source, "day": _EPOCH + timedelta(days=number)})
-                    try:
-                        reader.read(result.cursor, code, number)
-                    finally:
-                        result.close()
-        return reader.frame(wanted)
 
     @staticmethod
     def _filters(kind: str | None, source: str | None, include_deleted: bool) -> list[Any]:
@@ -991,99 +942,6 @@ class Store(store_scores.ScoreTables):
             params = [dict(zip(order, p)) for p in params]
         conn.exec_driver_sql(str(compiled), params)
         return len(params)
-
-
-_EPOCH = date(1970, 1, 1)
-_NS_PER_DAY = 86_400 * 10**9
-
-
-class _UsageReader:
-    """Driver rows (account_ref, *USAGE_COLUMNS) of one source and day at a time, written straight
-    into preallocated numpy buffers (grown if the estimate falls short), then one DataFrame over
-    them. Rows cost the most in the driver; what is done here per row is kept to C loops: columns
-    by itemgetter, floats by numpy, account codes by hash lookups (or none at all when a chunk lists
-    the same accounts as the previous day's chunk at that place, the usual case)."""
-
-    def __init__(self, chunk: int, capacity: int) -> None:
-        import numpy as np
-        import pandas as pd
-
-        self.chunk = chunk
-        self.accounts = pd.Index([], dtype=object)  # account_ref categories, in order of first appearance
-        self.block = np.empty((len(USAGE_COLUMNS), max(capacity, 1)), np.float32)  # pandas' own layout
-        self.codes = np.empty(max(capacity, 1), np.int32)
-        self.rows = 0
-        self.runs: list[tuple[int, int, int]] = []  # (source code, day number, rows) of each chunk
-        self.previous: dict[tuple[int, int], tuple[list[str], Any]] = {}  # (source, offset) -> its refs, codes
-
-    def _reserve(self, n: int) -> None:
-        import numpy as np
-
-        if self.rows + n <= self.codes.size:
-            return
-        size = max(self.rows + n, int(self.codes.size * 1.5), 2 * n)  # geometric: a poor estimate costs little
-        block, codes = np.empty((self.block.shape[0], size), np.float32), np.empty(size, np.int32)
-        block[:, :self.rows], codes[:self.rows] = self.block[:, :self.rows], self.codes[:self.rows]
-        self.block, self.codes = block, codes
-
-    def read(self, cursor: Any, source: int, day: int) -> None:
-        import numpy as np
-        import pandas as pd
-
-        offset = 0
-        while rows := cursor.fetchmany(self.chunk):
-            n = len(rows)
-            self._reserve(n)
-            at = slice(self.rows, self.rows + n)
-            refs = list(map(itemgetter(0), rows))
-            seen = self.previous.get((source, offset))
-            if seen is not None and seen[0] == refs:
-                self.codes[at] = seen[1]
-            else:
-                found = self.accounts.get_indexer(np.asarray(refs, dtype=object))
-                if (found < 0).any():
-                    fresh = pd.unique(np.asarray(refs, dtype=object)[found < 0])
-                    self.accounts = self.accounts.append(pd.Index(fresh, dtype=object))
-                    found = self.accounts.get_indexer(np.asarray(refs, dtype=object))
-                self.codes[at] = found
-                self.previous[(source, offset)] = (refs, self.codes[at].copy())
-            for i in range(len(USAGE_COLUMNS)):
-                values = list(map(itemgetter(i + 1), rows))
-                # a metric the source never has (api_calls of a warehouse) costs no per-value conversion
-                self.block[i, at] = np.nan if values.count(None) == n else np.asarray(values, dtype=np.float32)
-            self.runs.append((source, day, n))
-            self.rows += n
-            offset += n
-
-    def frame(self, sources: list[str]) -> Any:
-        import numpy as np
-        import pandas as pd
-
-        self.previous.clear()
-        runs = np.array(self.runs, dtype=np.int64).reshape(-1, 3)
-        days = np.repeat(runs[:, 1] * _NS_PER_DAY, runs[:, 2]).view("datetime64[ns]")
-        keys = pd.DataFrame({
-            "source": pd.Categorical.from_codes(np.repeat(runs[:, 0].astype(np.int16), runs[:, 2]),
-                                                categories=pd.Index(sources, dtype=object)),
-            "account_ref": pd.Categorical.from_codes(self.codes[:self.rows], categories=self.accounts),
-            "day": pd.Series(days, copy=False).dt.tz_localize("UTC").array}, copy=False)
-        del days
-        # side by side without a copy (DataFrame.insert or a dict of float columns would copy them)
-        metrics = pd.DataFrame(self.block[:, :self.rows].T, columns=list(USAGE_COLUMNS), copy=False)
-        return pd.concat([keys, metrics], axis=1)
-
-
-def _as_day(value: Any) -> date:
-    """A calendar day from a date, an ISO text or an aware datetime / pandas Timestamp (its UTC day)."""
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value) if len(value) > 10 else date.fromisoformat(value)
-    if hasattr(value, "to_pydatetime"):
-        value = value.to_pydatetime()
-    if isinstance(value, datetime):
-        return (value.astimezone(timezone.utc) if value.tzinfo else value).date()
-    if isinstance(value, date):
-        return value
-    raise TypeError(f"expected a day, got {type(value).__name__}")
 
 
 def _usage_key(source_id: str, days: dict[Any, Any] | None = None) -> tuple[str, date]:

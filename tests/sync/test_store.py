@@ -28,10 +28,10 @@ def rec(source_id: str, updated: datetime | None = T0, kind: str = "account", so
 
 
 def test_schema_is_created_and_matches_the_live_tables(store: Store) -> None:
-    assert store.schema_version() == SCHEMA_VERSION == 4
+    assert store.schema_version() == SCHEMA_VERSION == 5
     inspector = inspect(store.engine)
     tables = set(inspector.get_table_names())
-    assert {"schema_version", "records", "cursors", "runs", "quarantine", "usage_days"} <= tables
+    assert {"schema_version", "records", "cursors", "runs", "quarantine", "usage_days", "usage_packed", "usage_refs"} <= tables
     for name, table in metadata.tables.items():
         assert {c["name"] for c in inspector.get_columns(name)} == set(table.columns.keys()), name
     pk = inspector.get_pk_constraint("records")["constrained_columns"]

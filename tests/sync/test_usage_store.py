@@ -1,5 +1,6 @@
 """Usage records in the store's typed usage_days table (schema v3): the record methods see them as
-any other kind, the v2 -> v3 migration folds the old per-metric records, usage_frame reads a window."""
+any other kind, the v2 -> v3 migration folds the old per-metric records, usage_frame reads a window,
+from the rows or from their packed copy (schema v5), with the same result."""
 from __future__ import annotations
 
 from datetime import date, datetime, timedelta, timezone
@@ -125,6 +126,36 @@ def test_usage_frame_reads_a_window_of_live_rows(store: Store) -> None:
     assert store.usage_sources() == ["stripe", "usage"]
 
 
+def _plain(frame: pd.DataFrame) -> pd.DataFrame:
+    """A usage frame with its categoricals as text (packed and row reads may order categories apart)."""
+    return frame.astype({"source": object, "account_ref": object})
+
+
+def test_packed_days_read_as_their_rows_and_every_write_unpacks_its_day(store: Store) -> None:
+    rows = [usage(f"ws_{a}", n, active_users=a + n, features_used=2) for a in range(4) for n in range(6)]
+    rows += [usage("cus_1", n, "stripe", api_calls=100 + n) for n in range(0, 6, 2)]
+    rows += [usage("ws_9", 3, active_users=9, deleted=True), usage("ws_8", 4, sessions=None, events=3)]
+    store.upsert_records(rows, run_id=1)
+    from_rows = _plain(store.usage_frame(DAY0, "2026-10-06"))
+    assert store.pack_usage() == 6 + 3 and store.pack_usage() == 0  # every (source, day), once
+    for window in ((DAY0, "2026-10-06"), (None, None), (DAY0 + timedelta(days=3), None)):
+        packed = store.usage_frame(*window)
+        assert str(packed["day"].dtype) == "datetime64[ns, UTC]" and packed["active_users"].dtype == np.float32
+        if window[1] == "2026-10-06":
+            pd.testing.assert_frame_equal(_plain(packed), from_rows)
+    assert "ws_9" not in set(store.usage_frame()["account_ref"])  # deleted rows are not packed
+
+    # a later write to a packed day (a correction, a deletion, a new account) is read at once, and
+    # packing it again gives the same frame
+    store.upsert_records([usage("ws_1", 2, active_users=50), usage("ws_2", 2, deleted=True, active_users=0),
+                          usage("ws_7", 2, active_users=1)], run_id=2)
+    fresh = _plain(store.usage_frame())
+    day3 = fresh[fresh["day"].dt.day == 3].set_index("account_ref")
+    assert day3.loc["ws_1", "active_users"] == 50 and "ws_2" not in day3.index and "ws_7" in day3.index
+    assert store.pack_usage() == 1
+    pd.testing.assert_frame_equal(_plain(store.usage_frame()), fresh)
+
+
 def test_migration_folds_v2_usage_records_into_usage_days(store_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """A store written by the previous version: one usage record per account, day and metric."""
     with monkeypatch.context() as patch:
@@ -163,6 +194,8 @@ def test_migration_folds_v2_usage_records_into_usage_days(store_url: str, monkey
         frame = new.usage_frame()
         assert sorted(zip(frame["account_ref"], frame["active_users"].fillna(-1), frame["api_calls"].fillna(-1))) == [
             ("cus_1", -1, 9.0), ("ws_1", 3.0, -1), ("ws_1", 4.0, -1), ("ws_10", 1.0, -1)]
+        assert new.pack_usage() == 3  # every migrated (source, day) was marked for packing (v5)
+        assert len(new.usage_frame()) == 4
         # the next sync's records of the same days replace the migrated rows in place
         new.upsert_records([usage("ws_1", 0, active_users=5)])
         assert new.count_records(kind="usage") == 4
