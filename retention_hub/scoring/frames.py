@@ -89,46 +89,144 @@ def _times(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
-def _frame(rows: list[dict], columns: list[str]) -> pd.DataFrame:
-    return _times(pd.DataFrame(rows, columns=columns))
+# Each kind's fields, extracted from the payloads once and kept up to date by the store
+# (`Store.record_frame`); attribution to unified accounts happens afterwards, on whole columns, since
+# identity changes independently of the records. Change EXTRACTION with any extractor: the store then
+# rebuilds its tables.
+EXTRACTION = "frames-2"
+REFS = ("account_id", "customer_id", "account_ref")
 
 
-class Loader:
-    """Reads the store once per kind and attributes each row to its unified account."""
-
-    def __init__(self, store: Store, accounts: AccountMap, people: AccountMap | None = None) -> None:
-        self.store, self.accounts, self.people = store, accounts, people or {}
-        self.unattributed: dict[str, int] = {}
-
-    def rows(self, kind: str, name: str, unified: Callable[[dict, dict], str | None],
-             pick: Callable[[dict, dict], dict], include_deleted: bool = False) -> list[dict]:
-        out, missing = [], 0
-        for rec in self.store.iter_records(kind=kind, include_deleted=include_deleted):
-            payload = rec["payload"]
-            uid = unified(rec, payload)
-            if uid is None:
-                missing += 1
-                continue
-            out.append({"unified_id": uid, **pick(rec, payload)})
-        if missing:
-            self.unattributed[name] = self.unattributed.get(name, 0) + missing
+def _extractor(*fields: str, **refs: tuple[str, ...]) -> Callable[[dict], dict]:
+    """payload -> `fields` as they are, plus each ref (the first non-empty of its keys, as text)."""
+    def extract(payload: dict) -> dict:
+        out = {name: payload.get(name) for name in fields}
+        for name, keys in refs.items():
+            out[name] = _ref(payload, *keys)
         return out
-
-    def by_account(self, rec: dict, payload: dict) -> str | None:
-        ref = _ref(payload, "account_id", "customer_id", "account_ref")
-        return self.accounts.get((rec["source"], ref)) if ref else None
-
-    def by_account_or_person(self, rec: dict, payload: dict) -> str | None:
-        """Tickets without an organisation (free-mail requesters) go by their requester."""
-        uid = self.by_account(rec, payload)
-        if uid is None and payload.get("requester_id") is not None:
-            uid = self.people.get((rec["source"], str(payload["requester_id"])))
-        return uid
+    return extract
 
 
-def _columns(kind: str) -> Callable[[dict, dict], dict]:
-    fields = COLUMNS[kind]
-    return lambda rec, payload: {name: payload.get(name) for name in fields}
+EXTRACTORS: dict[str, tuple[list[str], Callable[[dict], dict]]] = {
+    kind: ([*refs, *fields], _extractor(*fields, **refs)) for kind, fields, refs in (
+        ("account", ("name", "segment", "owner_id", "country", "created_at", "type", "lifecycle_stage"), {}),
+        ("subscription", COLUMNS["subscriptions"], {"account_ref": REFS}),
+        ("invoice", COLUMNS["invoices"], {"account_ref": REFS}),
+        ("ticket", COLUMNS["tickets"], {"account_ref": REFS, "requester_ref": ("requester_id",)}),
+        ("satisfaction", COLUMNS["ratings"], {"ticket_ref": ("ticket_id",)}),
+        ("renewal", COLUMNS["renewals"], {"account_ref": REFS}),
+        ("activity", ("due_date", "completed"), {"account_ref": REFS}),
+        ("contact", ("created_at",), {"account_ref": REFS}),
+    )}
+
+
+def _map_frame(mapping: AccountMap) -> pd.DataFrame:
+    return pd.DataFrame([(s, ref, uid) for (s, ref), uid in mapping.items()], columns=["source", "ref", "unified_id"])
+
+
+def _attribute(frame: pd.DataFrame, column: str, mapping: pd.DataFrame) -> pd.Series:
+    """unified_id of each row by (source, frame[column]) (NaN where unknown), in the frame's order."""
+    keys = frame[["source", column]].rename(columns={column: "ref"})
+    return keys.merge(mapping, on=["source", "ref"], how="left")["unified_id"].set_axis(frame.index)
+
+
+def _truthy(values: pd.Series) -> pd.Series:
+    return values.notna() & (values.astype(object) != "") & (values.astype(object) != False)  # noqa: E712
+
+
+def _first(frame: pd.DataFrame, by: str | None = None) -> pd.DataFrame:
+    """Each unified account's first row (lowest `by`, then in the table's order), by unified_id."""
+    if by is not None:
+        frame = frame.sort_values(by, kind="stable")
+    return frame.drop_duplicates("unified_id").set_index("unified_id")
+
+
+def _accounts(table: pd.DataFrame, unified: pd.DataFrame | None) -> pd.DataFrame:
+    """One row per unified account from its account records: the CRM's view wins for descriptive
+    fields (Salesforce first, then HubSpot, then the rest), the first country found, the CRM status
+    by the same ranking (with its record's last change), and the earliest creation time."""
+    a = table[table["unified_id"].notna()].copy()
+    a["rank"] = a["source"].map({"salesforce": 0, "hubspot": 1}).fillna(2)
+    a["crm_status"] = [_crm_status(s, {"type": t, "lifecycle_stage": st})
+                       for s, t, st in zip(a["source"], a["type"], a["lifecycle_stage"])]
+    frame = pd.DataFrame(index=pd.Index(pd.unique(a["unified_id"]), name="unified_id"))
+    best = _first(a, "rank")
+    frame["name"], frame["segment"], frame["owner_id"] = best["name"], best["segment"], best["owner_id"]
+    frame["owner_source"] = best["source"].where(_truthy(best["owner_id"]), None)
+    frame["country"] = _first(a[_truthy(a["country"])])["country"]
+    status = _first(a[a["crm_status"].notna()], "rank")
+    frame["created_at"] = _first(a[a["created_at"].notna()], "created_at")["created_at"]
+    frame["crm_status"], frame["crm_status_at"] = status["crm_status"], status["updated_at"]
+    frame = frame.reset_index()
+    frame = frame[["unified_id", "name", "country", "segment", "owner_id", "owner_source", "created_at",
+                   "crm_status", "crm_status_at"]]
+    if unified is not None and len(unified):
+        frame = frame.merge(unified[["unified_id", "parent_unified_id"]], on="unified_id", how="left")
+    else:
+        frame["parent_unified_id"] = None
+    return _times(frame)
+
+
+def load_frames(store: Store, accounts: AccountMap, people: AccountMap | None = None,
+                unified: pd.DataFrame | None = None, usage_since: pd.Timestamp | None = None) -> Frames:
+    """Every frame the features need. `accounts` and `people` come from `sync.identity.account_map`
+    / `people_map`; `unified` (from `sync.identity.unified_accounts`) gives the account list.
+    `usage_since` bounds the usage read to the days after it (None: all history); the features look
+    back 180 days from the date they are built for."""
+    account_map, people_map = _map_frame(accounts), _map_frame(people or {})
+    unattributed: dict[str, int] = {}
+
+    def table(kind: str, include_deleted: bool = False) -> pd.DataFrame:
+        columns, extract = EXTRACTORS[kind]
+        return store.record_frame(kind, columns, extract, EXTRACTION, include_deleted=include_deleted, finish=_times)
+
+    def attributed(kind: str, name: str, include_deleted: bool = False) -> pd.DataFrame:
+        t = table(kind, include_deleted)
+        t.insert(0, "unified_id", _attribute(t, "account_ref", account_map))
+        if kind == "ticket":  # tickets without an organisation (free-mail requesters) go by their requester
+            t["unified_id"] = t["unified_id"].fillna(_attribute(t, "requester_ref", people_map))
+        return _kept(t, name)
+
+    def _kept(t: pd.DataFrame, name: str) -> pd.DataFrame:
+        missing = int(t["unified_id"].isna().sum())
+        if missing:
+            unattributed[name] = unattributed.get(name, 0) + missing
+        return t[t["unified_id"].notna()].reset_index(drop=True)
+
+    records = table("account")
+    records["unified_id"] = _attribute(records.assign(ref=records["source_id"]), "ref", account_map)
+    accounts_frame = _accounts(records, unified)
+    del records
+
+    tickets = attributed("ticket", "tickets")
+    # a Zendesk rating names its ticket: it belongs to the ticket's account
+    ratings = table("satisfaction")
+    zendesk = tickets[tickets["source"] == "zendesk"].drop_duplicates("source_id")
+    ratings.insert(0, "unified_id", ratings["ticket_ref"].map(zendesk.set_index("source_id")["unified_id"]))
+    ratings = _kept(ratings, "ratings")
+    activities = attributed("activity", "activities")
+    activities["at"] = activities["due_date"].where(_truthy(activities["due_date"]), activities["updated_at"])
+    activities["completed"] = activities["completed"].astype(bool)
+    contacts = attributed("contact", "contacts", include_deleted=True)
+    usage, no_account = usage_frame(store, accounts, usage_since)
+    if no_account:
+        unattributed["usage"] = unattributed.get("usage", 0) + no_account
+
+    def typed(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+        return _times(frame[columns].copy())
+
+    return Frames(
+        accounts=accounts_frame,
+        subscriptions=typed(attributed("subscription", "subscriptions"),
+                            ["unified_id", "source_id", *COLUMNS["subscriptions"]]),
+        invoices=typed(attributed("invoice", "invoices"), ["unified_id", *COLUMNS["invoices"]]),
+        tickets=typed(tickets, ["unified_id", "source", "source_id", *COLUMNS["tickets"]]),
+        ratings=typed(ratings, ["unified_id", *COLUMNS["ratings"]]),
+        renewals=typed(attributed("renewal", "renewals"), ["unified_id", "source", *COLUMNS["renewals"]]),
+        activities=typed(activities, ["unified_id", "source", "at", "completed"]),
+        contacts=typed(contacts, ["unified_id", "source", "created_at", "updated_at", "deleted"]),
+        usage=usage,
+        unattributed=unattributed)
 
 
 def usage_frame(store: Store, accounts: AccountMap, since: pd.Timestamp | None = None) -> tuple[pd.DataFrame, int]:
@@ -159,75 +257,3 @@ def usage_frame(store: Store, accounts: AccountMap, since: pd.Timestamp | None =
     if missing:
         raw = raw[keep].reset_index(drop=True)
     return raw, missing
-
-
-def load_frames(store: Store, accounts: AccountMap, people: AccountMap | None = None,
-                unified: pd.DataFrame | None = None, usage_since: pd.Timestamp | None = None) -> Frames:
-    """Every frame the features need. `accounts` and `people` come from `sync.identity.account_map`
-    / `people_map`; `unified` (from `sync.identity.unified_accounts`) gives the account list.
-    `usage_since` bounds the usage read to the days after it (None: all history); the features look
-    back 180 days from the date they are built for."""
-    load = Loader(store, accounts, people)
-
-    account_rows: dict[str, dict[str, Any]] = {}
-    for rec in store.iter_records(kind="account"):
-        uid = accounts.get((rec["source"], rec["source_id"]))
-        if uid is None:
-            continue
-        p, row = rec["payload"], account_rows.setdefault(uid, {"unified_id": uid})
-        # the CRM's view wins for descriptive fields: Salesforce first, then HubSpot, then the rest
-        rank = {"salesforce": 0, "hubspot": 1}.get(rec["source"], 2)
-        if rank < row.get("_rank", 9):
-            row.update(_rank=rank, name=p.get("name"), segment=p.get("segment"), owner_id=p.get("owner_id"),
-                       owner_source=rec["source"] if p.get("owner_id") else None)
-        row["country"] = row.get("country") or p.get("country")
-        status = _crm_status(rec["source"], p)
-        if status and rank < row.get("_status_rank", 9):  # Salesforce's word first, then HubSpot's
-            row.update(_status_rank=rank, crm_status=status, crm_status_at=rec["updated_at"])
-        created = p.get("created_at")
-        if created and (row.get("created_at") is None or str(created) < str(row["created_at"])):
-            row["created_at"] = created
-    frame = pd.DataFrame(list(account_rows.values()),
-                         columns=["unified_id", "name", "country", "segment", "owner_id", "owner_source", "created_at",
-                                  "crm_status", "crm_status_at"])
-    if unified is not None and len(unified):
-        frame = frame.merge(unified[["unified_id", "parent_unified_id"]], on="unified_id", how="left")
-    else:
-        frame["parent_unified_id"] = None
-    accounts_frame = _times(frame)
-
-    subs = load.rows("subscription", "subscriptions", load.by_account,
-                     lambda rec, p: {"source_id": rec["source_id"], **_columns("subscriptions")(rec, p)})
-    tickets = load.rows("ticket", "tickets", load.by_account_or_person,
-                        lambda rec, p: {"source": rec["source"], "source_id": rec["source_id"],
-                                        **_columns("tickets")(rec, p)})
-    # a Zendesk rating names its ticket: it belongs to the ticket's account
-    zendesk_ticket_uid = {t["source_id"]: t["unified_id"] for t in tickets if t["source"] == "zendesk"}
-    ratings = load.rows("satisfaction", "ratings",
-                        lambda rec, p: zendesk_ticket_uid.get(str(p.get("ticket_id"))),
-                        _columns("ratings"))
-    activities = load.rows("activity", "activities", load.by_account,
-                           lambda rec, p: {"source": rec["source"], "at": p.get("due_date") or rec["updated_at"],
-                                           "completed": bool(p.get("completed"))})
-    contacts = load.rows("contact", "contacts", load.by_account,
-                         lambda rec, p: {"source": rec["source"], "created_at": p.get("created_at"),
-                                         "updated_at": rec["updated_at"], "deleted": bool(rec["deleted"])},
-                         include_deleted=True)
-    usage, no_account = usage_frame(store, accounts, usage_since)
-    if no_account:
-        load.unattributed["usage"] = load.unattributed.get("usage", 0) + no_account
-    return Frames(
-        accounts=accounts_frame,
-        subscriptions=_frame(subs, ["unified_id", "source_id", *COLUMNS["subscriptions"]]),
-        invoices=_frame(load.rows("invoice", "invoices", load.by_account, _columns("invoices")),
-                        ["unified_id", *COLUMNS["invoices"]]),
-        tickets=_frame(tickets, ["unified_id", "source", "source_id", *COLUMNS["tickets"]]),
-        ratings=_frame(ratings, ["unified_id", *COLUMNS["ratings"]]),
-        renewals=_frame(load.rows("renewal", "renewals", load.by_account,
-                                  lambda rec, p: {"source": rec["source"], **_columns("renewals")(rec, p)}),
-                        ["unified_id", "source", *COLUMNS["renewals"]]),
-        activities=_frame(activities, ["unified_id", "source", "at", "completed"]),
-        contacts=_frame(contacts, ["unified_id", "source", "created_at", "updated_at", "deleted"]),
-        usage=usage,
-        unattributed=load.unattributed)
-

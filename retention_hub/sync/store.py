@@ -62,7 +62,8 @@ usage_days          source, day DATE, account_ref (primary key: one row per sour
                     them from `records`.
 
 Version 4 adds the scoring tables (store_scores.py); version 5 a packed copy of usage_days, one row
-of arrays per source and day, which `usage_frame` reads (store_usage.py).
+of arrays per source and day, which `usage_frame` reads (store_usage.py); version 6 a write sequence
+on records and typed tables extracted from them, refreshed from what changed (store_cache.py).
 
 Migrations: `MIGRATIONS` is an ordered list of functions taking a Connection; the store applies
 the ones past its recorded version inside one transaction. A schema change appends a migration
@@ -89,7 +90,7 @@ from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.types import TypeDecorator
 
 from ..log import register_secret, scrub
-from . import store_scores, store_usage
+from . import store_cache, store_scores, store_usage
 from .store_usage import USAGE_COLUMNS, USAGE_METRIC_COLUMNS
 from .store_usage import as_day as _as_day
 
@@ -420,14 +421,21 @@ def _migrate_v5(conn: Connection) -> None:
     store_usage.migrate(conn, _define_v3(MetaData())["usage_days"])
 
 
-MIGRATIONS: list[Callable[[Connection], None]] = [_migrate_v1, _migrate_v2, _migrate_v3, _migrate_v4, _migrate_v5]
+def _migrate_v6(conn: Connection) -> None:
+    """records.write_seq and the cached record tables (see store_cache.py)."""
+    store_cache.migrate(conn, UTCDateTime)
+
+
+MIGRATIONS: list[Callable[[Connection], None]] = [_migrate_v1, _migrate_v2, _migrate_v3, _migrate_v4, _migrate_v5,
+                                                  _migrate_v6]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 # The live schema, used by the queries below: version 1, the identity tables of version 2, usage_days of 3,
-# the scoring tables of 4, packed usage of 5.
+# the scoring tables of 4, packed usage of 5, records' write sequence and the cached record tables of 6.
 metadata = MetaData()
 _tables = {**_define_v1(metadata), **_define_v2(metadata), **_define_v3(metadata), **_define_v4(metadata),
-           **store_usage.define(metadata)}
+           **store_usage.define(metadata), **store_cache.define(metadata, UTCDateTime)}
+store_cache.extend_records(_tables["records"])
 SCORE_TABLES: dict[str, Table] = {name: _tables[name] for name in
                                   ("models", "scores", "playbook_assignments", "playbook_episodes", "playbook_tasks")}
 schema_version_table = _tables["schema_version"]
@@ -497,11 +505,12 @@ def make_engine(url: str) -> Engine:
     return engine
 
 
-class Store(store_scores.ScoreTables, store_usage.UsageTables):
+class Store(store_scores.ScoreTables, store_usage.UsageTables, store_cache.RecordFrames):
     """Access to the state store at `url`; creates or migrates the schema on first use."""
 
     tables = SCORE_TABLES  # for the scoring methods of store_scores.ScoreTables
     usage_tables = {name: _tables[name] for name in ("usage_days", "usage_packed", "usage_refs")}
+    cache_tables = {name: _tables[name] for name in ("records", "sequences", "record_frames")}
 
     def __init__(self, url: str = DEFAULT_STORE_URL) -> None:
         self.url = url
@@ -592,8 +601,12 @@ class Store(store_scores.ScoreTables, store_usage.UsageTables):
             set_={"updated_at": case((newer, new.updated_at), else_=records.c.updated_at),
                   "deleted": case((newer, new.deleted), else_=records.c.deleted),
                   "payload": case((newer, new.payload), else_=records.c.payload),
+                  "write_seq": case((newer, new.write_seq), else_=records.c.write_seq),
                   "last_seen_run": func.coalesce(new.last_seen_run, records.c.last_seen_run)})
         with self.engine.begin() as conn:
+            seq = store_cache.next_write_seq(conn, _tables["sequences"])  # what changed, for cached tables
+            for item in latest.values():
+                item["write_seq"] = seq
             conn.execute(stmt, list(latest.values()))
         return written + len(latest)
 

@@ -175,9 +175,9 @@ def test_migration_folds_v2_usage_records_into_usage_days(store_url: str, monkey
                     metric("usage", "ws_10", "2026-10-01", "active_users", 1, 1),
                     metric("usage", "ws_1", "2026-10-02", "active_users", 4, 3),
                     metric("stripe", "cus_1", "2026-10-01", "api_call", 9.0, 1, meter_id="mtr_1")]
-            with old.engine.begin() as conn:
-                conn.execute(insert(records), rows)
-            old.upsert_records([record("usage", "account", "ws_1", None, name="W")])
+            with old.engine.begin() as conn:  # as that version wrote them (today's code writes today's schema)
+                conn.execute(insert(records), rows + [{**record("usage", "account", "ws_1", None, name="W"),
+                                                       "first_seen_run": None, "last_seen_run": None}])
     with Store(store_url) as new:
         assert new.schema_version() == SCHEMA_VERSION
         with new.engine.connect() as conn:
