@@ -36,20 +36,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from retention_hub.config import load_config  # noqa: E402
 from retention_hub.connectors import build_connectors  # noqa: E402
 from retention_hub.connectors.zendesk import ZendeskConnector  # noqa: E402
+from retention_hub.sandbox.truth import outcomes_by_unified  # noqa: E402
 from retention_hub.scoring.evaluation import evaluate  # noqa: E402
 from retention_hub.sync import identity  # noqa: E402
 from retention_hub.sync.engine import sync  # noqa: E402
 from retention_hub.sync.store import Store  # noqa: E402
-
-
-def truth_by_unified(directory: Path, accounts: dict) -> pd.DataFrame:
-    """outcomes.csv indexed by unified id (each truth customer -> the id most of its records got)."""
-    ident = pd.read_csv(directory / "truth" / "identity.csv", dtype=str)
-    ident["uid"] = [accounts.get((s, i)) for s, i in zip(ident["source"], ident["source_id"])]
-    key_uid = ident.dropna().groupby("customer_key")["uid"].agg(lambda s: s.mode()[0])
-    out = pd.read_csv(directory / "truth" / "outcomes.csv", dtype={"customer_key": str, "reason": str})
-    out["uid"] = out["customer_key"].map(key_uid)
-    return out.dropna(subset=["uid"]).drop_duplicates("uid").set_index("uid")
 
 
 def child_score(config_path: str, as_of: str) -> None:
@@ -119,6 +110,10 @@ def main() -> None:
             synced_at.write_text(now.isoformat())
         with Store(config.store.url) as store:
             t0 = time.perf_counter()
+            packed = store.pack_usage()  # what a sync does at its end (none to do after this code's sync)
+            if packed:
+                print(f"packed {packed:,} days of usage in {time.perf_counter() - t0:.0f} s")
+            t0 = time.perf_counter()
             identity.unify(store, config.identity)
             accounts = identity.account_map(store)
             print(f"identity in {time.perf_counter() - t0:.0f} s")
@@ -143,7 +138,7 @@ def main() -> None:
         with Store(config.store.url) as store:
             _, scores = store.latest_scores()
         scores = scores.set_index("unified_id")
-        truth = truth_by_unified(work / "sandbox", accounts)
+        truth = outcomes_by_unified(work / "sandbox", accounts)
         common = scores.index.intersection(truth.index)
         actual = truth.loc[common, "churns_90d"].astype(int).to_numpy()
         report = evaluate(actual, scores.loc[common, "churn_probability"].to_numpy())

@@ -99,9 +99,9 @@ def demo_identity(store: Store, config: HubConfig, say: Callable[[str], None]) -
 
 def demo_score(store: Store, config: HubConfig, sandbox: Sandbox, say: Callable[[str], None]) -> dict:
     """Train the churn model, score every active customer, and compare with the sandbox's truth."""
-    import pandas as pd
     from sklearn.metrics import roc_auc_score
 
+    from .sandbox.truth import outcomes_by_unified
     from .scoring.run import score
     from .sync.identity import account_map
 
@@ -117,13 +117,8 @@ def demo_score(store: Store, config: HubConfig, sandbox: Sandbox, say: Callable[
     say(f"  playbook tasks planned: {int((tasks['status'] == 'new').sum()):,} new, "
         f"{int((tasks['status'] == 'deferred').sum()):,} deferred by the alert budget")
     # the sandbox knows who really churns in the next 90 days: how well did the hub rank them?
-    links = account_map(store)
-    ident = pd.read_csv(sandbox.directory / "truth" / "identity.csv", dtype=str)
-    ident["uid"] = [links.get((s, i)) for s, i in zip(ident["source"], ident["source_id"])]
-    uid = ident.dropna().groupby("customer_key")["uid"].agg(lambda v: v.mode()[0])
-    truth = pd.read_csv(sandbox.directory / "truth" / "outcomes.csv", dtype={"customer_key": str})
-    truth = truth.assign(uid=truth["customer_key"].map(uid)).dropna(subset=["uid"]).drop_duplicates("uid")
-    joined = truth.merge(scores[["unified_id", "churn_probability"]], left_on="uid", right_on="unified_id")
+    truth = outcomes_by_unified(sandbox.directory, account_map(store))
+    joined = truth.merge(scores[["unified_id", "churn_probability"]], left_index=True, right_on="unified_id")
     figures = {"accounts": len(scores), "tiers": tiers, "arr_at_risk": round(at_risk, 2), "run_id": done.run_id}
     if joined["churns_90d"].nunique() == 2:
         model_auc = roc_auc_score(joined["churns_90d"], joined["churn_probability"])

@@ -4,7 +4,7 @@ from __future__ import annotations
 import csv
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from .population import CAUSES, HISTORY_DAYS, PLANS, SEGMENTS, Population
 from .records import sf_date
@@ -43,3 +43,17 @@ def write(directory: Path, pop: Population, customers: Sequence[Any], at: Callab
                           "annual" if pop.annual[i] else "monthly", sf_date(at(pop.start_day[i])),
                           sf_date(at(pop.churn_day[i])) if churned else "",
                           CAUSES[pop.churn_reason[i]] if churned else "", c.workspace])
+
+
+def outcomes_by_unified(directory: Path, accounts: Mapping[tuple[str, str], str]) -> Any:
+    """outcomes.csv (read from `directory`/truth) as a DataFrame indexed by unified id: each truth
+    customer gets the unified id most of its records got (`accounts`: sync.identity.account_map);
+    customers the hub never saw are left out."""
+    import pandas as pd
+
+    ident = pd.read_csv(directory / "truth" / "identity.csv", dtype=str)
+    ident["uid"] = [accounts.get((s, i)) for s, i in zip(ident["source"], ident["source_id"])]
+    key_uid = ident.dropna().groupby("customer_key")["uid"].agg(lambda v: v.mode()[0])
+    out = pd.read_csv(directory / "truth" / "outcomes.csv", dtype={"customer_key": str, "reason": str})
+    out["uid"] = out["customer_key"].map(key_uid)
+    return out.dropna(subset=["uid"]).drop_duplicates("uid").set_index("uid")

@@ -120,7 +120,10 @@ EXTRACTORS: dict[str, tuple[list[str], Callable[[dict], dict]]] = {
     )}
 
 
-def _map_frame(mapping: AccountMap) -> pd.DataFrame:
+def _map_frame(mapping: AccountMap | pd.DataFrame) -> pd.DataFrame:
+    """An account or people map as a frame: source, ref, unified_id (a frame is taken as it is)."""
+    if isinstance(mapping, pd.DataFrame):
+        return mapping
     return pd.DataFrame([(s, ref, uid) for (s, ref), uid in mapping.items()], columns=["source", "ref", "unified_id"])
 
 
@@ -147,6 +150,8 @@ def _accounts(table: pd.DataFrame, unified: pd.DataFrame | None) -> pd.DataFrame
     by the same ranking (with its record's last change), and the earliest creation time."""
     a = table[table["unified_id"].notna()].copy()
     a["rank"] = a["source"].map({"salesforce": 0, "hubspot": 1}).fillna(2)
+    # ties (and the accounts' order) go by (source, source_id), whatever order the table came in
+    a = a.sort_values(["source", "source_id"], ignore_index=True)
     a["crm_status"] = [_crm_status(s, {"type": t, "lifecycle_stage": st})
                        for s, t, st in zip(a["source"], a["type"], a["lifecycle_stage"])]
     frame = pd.DataFrame(index=pd.Index(pd.unique(a["unified_id"]), name="unified_id"))
@@ -167,13 +172,13 @@ def _accounts(table: pd.DataFrame, unified: pd.DataFrame | None) -> pd.DataFrame
     return _times(frame)
 
 
-def load_frames(store: Store, accounts: AccountMap, people: AccountMap | None = None,
+def load_frames(store: Store, accounts: AccountMap | pd.DataFrame, people: AccountMap | pd.DataFrame | None = None,
                 unified: pd.DataFrame | None = None, usage_since: pd.Timestamp | None = None) -> Frames:
     """Every frame the features need. `accounts` and `people` come from `sync.identity.account_map`
-    / `people_map`; `unified` (from `sync.identity.unified_accounts`) gives the account list.
+    / `people_map` (or their frames: `map_frame`); `unified` (from `sync.identity.unified_accounts`) gives the account list.
     `usage_since` bounds the usage read to the days after it (None: all history); the features look
     back 180 days from the date they are built for."""
-    account_map, people_map = _map_frame(accounts), _map_frame(people or {})
+    account_map, people_map = _map_frame(accounts), _map_frame({} if people is None else people)
     unattributed: dict[str, int] = {}
 
     def table(kind: str, include_deleted: bool = False) -> pd.DataFrame:
@@ -208,7 +213,7 @@ def load_frames(store: Store, accounts: AccountMap, people: AccountMap | None = 
     activities["at"] = activities["due_date"].where(_truthy(activities["due_date"]), activities["updated_at"])
     activities["completed"] = activities["completed"].astype(bool)
     contacts = attributed("contact", "contacts", include_deleted=True)
-    usage, no_account = usage_frame(store, accounts, usage_since)
+    usage, no_account = usage_frame(store, account_map, usage_since)
     if no_account:
         unattributed["usage"] = unattributed.get("usage", 0) + no_account
 
@@ -229,7 +234,8 @@ def load_frames(store: Store, accounts: AccountMap, people: AccountMap | None = 
         unattributed=unattributed)
 
 
-def usage_frame(store: Store, accounts: AccountMap, since: pd.Timestamp | None = None) -> tuple[pd.DataFrame, int]:
+def usage_frame(store: Store, accounts: AccountMap | pd.DataFrame,
+                since: pd.Timestamp | None = None) -> tuple[pd.DataFrame, int]:
     """Daily usage after `since` (None: all of it) with its unified account, and how many rows had
     none. Accounts are matched per distinct (source, account_ref), never per row: a small lookup
     frame of the categories merged with the account map, then one take over the rows' codes."""
@@ -242,8 +248,8 @@ def usage_frame(store: Store, accounts: AccountMap, since: pd.Timestamp | None =
     grid = pd.DataFrame({"source": np.repeat(np.asarray(sources.categories, dtype=object), len(refs.categories)),
                          "account_ref": np.tile(np.asarray(refs.categories, dtype=object), len(sources.categories))})
     wanted = set(sources.categories)
-    known = pd.DataFrame([(s, ref, uid) for (s, ref), uid in accounts.items() if s in wanted],
-                         columns=["source", "account_ref", "unified_id"], dtype=object)
+    known = _map_frame(accounts)
+    known = known[known["source"].isin(wanted)].rename(columns={"ref": "account_ref"}).astype(object)
     matched = grid.merge(known, on=["source", "account_ref"], how="left")["unified_id"]
     grid_codes, names = pd.factorize(matched)
     lookup = grid_codes.astype(np.int32)

@@ -35,8 +35,8 @@ def utc(ts: Any = None) -> pd.Timestamp:
 def load(store: Store, config: HubConfig, usage_since: pd.Timestamp | None = None) -> Frames:
     """The frames of every unified account (identity unified first if the records changed)."""
     identity.ensure_unified(store, config.identity)
-    return load_frames(store, identity.account_map(store), identity.people_map(store),
-                       identity.unified_accounts(store), usage_since=usage_since)
+    return load_frames(store, identity.map_frame(store), identity.map_frame(store, people=True),
+                       identity.live_parents(store), usage_since=usage_since)
 
 
 @dataclass

@@ -291,6 +291,23 @@ def people_map(store: Store) -> dict[tuple[str, str], str]:
             if u is not None}
 
 
+def map_frame(store: Store, people: bool = False) -> pd.DataFrame:
+    """`account_map` (or `people_map`) as a frame: source, ref (the source_id), unified_id; the fast
+    form for joining whole tables."""
+    table = "identity_people" if people else "identity_links"
+    rows = [row for batch in store.iter_identity(table, ["source", "source_id", "unified_id"]) for row in batch]
+    frame = pd.DataFrame(rows, columns=["source", "ref", "unified_id"])
+    return frame[frame["unified_id"].notna()].reset_index(drop=True) if people else frame
+
+
+def live_parents(store: Store) -> pd.DataFrame:
+    """unified_id and parent_unified_id of every live unified account."""
+    columns = ["unified_id", "parent_unified_id", "status"]
+    rows = [row for batch in store.iter_identity("identity_accounts", columns) for row in batch]
+    frame = pd.DataFrame(rows, columns=columns, dtype=object)
+    return frame[frame["status"] == "live"].drop(columns="status").reset_index(drop=True)
+
+
 def email_map(store: Store) -> dict[str, str]:
     """Lower-case e-mail -> unified id, for e-mails whose contacts all belong to one unified account
     (attributes tickets that carry only a requester e-mail)."""

@@ -27,11 +27,13 @@ import pickle
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from sqlalchemy import Column, Index, Integer, LargeBinary, MetaData, String, Table, insert, select, text, update
 from sqlalchemy.engine import Connection
 
 RECORDS_SEQUENCE = "records"
+SAVE_AFTER = 1000  # changed records re-read on every load until this many (or 0.5% of the table)
 BASE_COLUMNS = ["source", "source_id", "deleted", "updated_at"]
 
 
@@ -89,7 +91,8 @@ class RecordFrames:
         """The records of `kind` as a table: BASE_COLUMNS plus `columns`, filled by `extract(payload)`
         (a dict with those keys) and then `finish(table)` (e.g. parsing times, once, before storing).
         `name` identifies the extraction: change it whenever `extract` or `finish` changes, and the
-        table is rebuilt. Rows are ordered by (source, source_id). Reads only the records written since the stored table,
+        table is rebuilt. A full build comes by (source, source_id); records written since come last,
+        in no set order: callers must not depend on the order. Reads only the records written since the stored table,
         and stores the result when anything changed."""
         r, frames = self.cache_tables["records"], self.cache_tables["record_frames"]
         key = f"{kind}:{name}"
@@ -101,9 +104,10 @@ class RecordFrames:
             cached, through = None, -1
         query = select(r.c.source, r.c.source_id, r.c.deleted, r.c.updated_at, r.c.write_seq, r.c.payload).where(
             r.c.kind == kind)
-        if cached is not None:
+        if cached is not None:  # what was written since: a range of the (kind, write_seq) index
             query = query.where(r.c.write_seq > through)
-        query = query.order_by(r.c.source, r.c.source_id)  # the index's order: no sort
+        else:  # everything, in the order of the (kind, source, source_id) index
+            query = query.order_by(r.c.source, r.c.source_id)
         rows, latest = [], through
         with self.engine.connect() as conn:
             for source, source_id, deleted, updated_at, seq, payload in conn.execute(query).yield_per(20_000):
@@ -121,12 +125,13 @@ class RecordFrames:
             table = fresh
         elif not len(fresh):
             table = cached
-        else:  # changed records replace their old rows
-            changed = pd.MultiIndex.from_frame(fresh[["source", "source_id"]])
-            old = pd.MultiIndex.from_frame(cached[["source", "source_id"]])
-            table = pd.concat([cached[~old.isin(changed)], fresh], ignore_index=True)
-            table = table.sort_values(["source", "source_id"], ignore_index=True)  # as a full build orders it
-        if cached is None or len(fresh):
+        else:  # changed records replace their old rows; new ones come last
+            gone = np.zeros(len(cached), dtype=bool)
+            for source, ids in fresh.groupby("source", observed=True)["source_id"]:
+                gone |= (cached["source"] == source).to_numpy() & cached["source_id"].isin(ids).to_numpy()
+            table = pd.concat([cached[~gone], fresh], ignore_index=True)
+        # a few changed records are cheaper to read again next time than the whole table is to store
+        if cached is None or len(fresh) >= max(SAVE_AFTER, len(table) // 200):
             self._save_frame(key, max(latest, 0), table)
         return table if include_deleted else table[~table["deleted"]].reset_index(drop=True)
 
@@ -153,7 +158,8 @@ def _pack(table: pd.DataFrame) -> bytes:
     for column in table.columns:
         values = table[column]
         if isinstance(values.dtype, pd.StringDtype):  # text only: NaN comes back as it went
-            if values.nunique() <= len(values) // 4:
+            # a sample first: counting the distinct values of an id column costs as much as the pickle
+            if values.iloc[:2000].nunique() <= 500 and values.nunique() <= len(values) // 4:
                 dtypes[column] = values.dtype
                 packed[column] = values.astype("category")
     buffer = io.BytesIO()
